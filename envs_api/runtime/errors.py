@@ -1,0 +1,21 @@
+"""The one exception type for a client's mistake; the API renders it as 400 {"message"}."""
+
+from __future__ import annotations
+
+
+class UsageError(Exception):
+    """A request the client can fix: rendered as ``{"message": str(exc)}``."""
+
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnknownInstance(UsageError):
+    """No instance with this id (or not one the caller may see)."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(f"Instance_id {instance_id} unknown")  # clients grep this
+        self.instance_id = instance_id
