@@ -1,0 +1,95 @@
+"""The admin: list, filter, search and inspect instances, and close them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from envs_api import services
+from envs_api.models import EnvInstance
+from envs_api.runtime.errors import UsageError
+
+
+@admin.register(EnvInstance)
+class EnvInstanceAdmin(admin.ModelAdmin):
+    list_display = (
+        "instance_id",
+        "env_id",
+        "owner",
+        "status",
+        "step_count",
+        "episode_count",
+        "is_live",
+        "created",
+        "last_used",
+    )
+    list_filter = ("status", "env_id", "owner")
+    search_fields = ("instance_id", "env_id", "requested_env_id", "owner__username")
+    ordering = ("-last_used",)
+    sortable_by = ("instance_id", "env_id", "status", "step_count", "episode_count", "created", "last_used")
+    date_hierarchy = "created"
+    actions = ["close_selected"]
+    readonly_fields = [f.name for f in EnvInstance._meta.fields if f.name != "id"] + [
+        "is_live",
+        "action_space_info",
+        "observation_space_info",
+    ]
+    exclude = ("action_space", "observation_space")
+    fieldsets = (
+        (None, {"fields": ("instance_id", "env_id", "requested_env_id", "owner", "status", "is_live")}),
+        ("Creation", {"fields": ("seed", "make_kwargs", "created")}),
+        ("Use", {"fields": ("last_used", "step_count", "episode_count", "closed", "close_reason")}),
+        ("Monitor", {"fields": ("monitor_dir", "monitor_video_every")}),
+        ("Spaces", {"fields": ("action_space_info", "observation_space_info")}),
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # instances are made through the API
+
+    @admin.display(boolean=True, description="live in this process")
+    def is_live(self, obj: EnvInstance) -> bool:
+        return obj.instance_id in services.env_cache()
+
+    @admin.display(description="action space")
+    def action_space_info(self, obj: EnvInstance) -> str:
+        return _pretty(obj.action_space)
+
+    @admin.display(description="observation space")
+    def observation_space_info(self, obj: EnvInstance) -> str:
+        return _pretty(obj.observation_space)
+
+    @admin.action(description="Close selected instances (and their live environments)")
+    def close_selected(self, request: HttpRequest, queryset: QuerySet[EnvInstance]) -> None:
+        closed = _close_all(queryset, "closed from the admin")
+        self.message_user(request, f"Closed {closed} instance(s).", messages.SUCCESS)
+
+    def delete_model(self, request: HttpRequest, obj: EnvInstance) -> None:
+        _close_all([obj], "deleted from the admin")
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[EnvInstance]) -> None:
+        _close_all(queryset, "deleted from the admin")
+        super().delete_queryset(request, queryset)
+
+
+def _close_all(rows: Any, reason: str) -> int:
+    """Close each active row's instance, live env included; return how many."""
+    closed = 0
+    for row in rows:
+        if row.status != EnvInstance.Status.ACTIVE:
+            continue
+        try:
+            services.close(row.instance_id, reason=reason)
+            closed += 1
+        except UsageError:
+            pass  # closed meanwhile
+    return closed
+
+
+def _pretty(info: Any) -> str:
+    return format_html("<pre>{}</pre>", json.dumps(info, indent=2))

@@ -1,0 +1,64 @@
+"""Serve gymsite like the seed server: ``python manage.py gymserver -l HOST -p PORT``."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+from django.core.wsgi import get_wsgi_application
+from waitress.server import create_server
+
+from envs_api import services
+
+
+class Command(BaseCommand):
+    help = "Apply pending migrations, then serve the API with a threaded HTTP/1.1 server."
+
+    requires_system_checks: list[str] = []  # checked below, after argument parsing
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("-l", "--listen", default="127.0.0.1", help="interface to listen to")
+        parser.add_argument("-p", "--port", type=int, default=5000, help="port to bind to")
+        parser.add_argument("--threads", type=int, default=8, help="worker threads (default 8)")
+        parser.add_argument(
+            "--no-migrate", action="store_true", help="do not apply pending migrations first"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> str:
+        self.check(display_num_errors=False)
+        if not options["no_migrate"]:
+            call_command("migrate", interactive=False, verbosity=0)
+        server = create_server(
+            get_wsgi_application(),
+            host=options["listen"],
+            port=options["port"],
+            threads=max(1, options["threads"]),
+            ident="gymsite",
+            clear_untrusted_proxy_headers=True,
+        )
+        signal.signal(signal.SIGTERM, _exit)
+        db = settings.DATABASES["default"]
+        self.stdout.write(
+            f"gymsite serving on http://{options['listen']}:{server.effective_port}/ "
+            f"({db['ENGINE'].rsplit('.', 1)[-1]} {db['NAME']}; "
+            f"monitor root {settings.GYM_MONITOR_ROOT})"
+        )
+        self.stdout.flush()
+        try:
+            server.run()
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            server.close()
+            services.shutdown()  # write the counters still held in memory
+        return "gymsite stopped"
+
+
+def _exit(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM: leave the serve loop so the counters are flushed."""
+    sys.exit(0)

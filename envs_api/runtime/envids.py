@@ -1,0 +1,123 @@
+"""Env ids: validation, the legacy alias table, and making environments safely.
+
+A raw client string never reaches ``gym.make``: ids that would import a module
+(``pkg.mod:Env``) are refused, and only ids present in Gymnasium's registry are made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+from gymnasium import error as gym_error
+from gymnasium.envs.registration import (
+    ENV_ID_RE,
+    find_highest_version,
+    get_env_id,
+    parse_env_id,
+)
+
+from envs_api.runtime.errors import UsageError
+
+# Retired ids that old clients and their examples hard-code -> the current id of the
+# same task. Used only when the old id is no longer registered.
+LEGACY_ALIASES: dict[str, str] = {
+    "Acrobot-v0": "Acrobot-v1",
+    "Pendulum-v0": "Pendulum-v1",
+    "FrozenLake-v0": "FrozenLake-v1",
+    "FrozenLake8x8-v0": "FrozenLake8x8-v1",
+    "Blackjack-v0": "Blackjack-v1",
+    "CliffWalking-v0": "CliffWalking-v1",
+    "Taxi-v1": "Taxi-v4",
+    "Taxi-v2": "Taxi-v4",
+    "Taxi-v3": "Taxi-v4",
+    "LunarLander-v2": "LunarLander-v3",
+    "LunarLanderContinuous-v2": "LunarLanderContinuous-v3",
+    "BipedalWalker-v2": "BipedalWalker-v3",
+    "BipedalWalkerHardcore-v2": "BipedalWalkerHardcore-v3",
+    "CarRacing-v0": "CarRacing-v3",
+    "CarRacing-v1": "CarRacing-v3",
+    "CarRacing-v2": "CarRacing-v3",
+}
+
+# A server has no display: "human" rendering would open a window on it.
+SERVER_RENDER_MODES = frozenset({"rgb_array", "rgb_array_list", "ansi", "ansi_list"})
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The id to serve for a requested one, with a note when they differ."""
+
+    env_id: str
+    requested: str
+    warning: str | None = None
+
+
+def resolve(env_id: str, *, aliases: bool = True) -> Resolved:
+    """Map a client's env id to a registered one, or raise UsageError."""
+    if ":" in env_id:
+        raise UsageError(
+            f"Error creating environment with ID {env_id}: ids naming a module to import "
+            "(module:Name) are not served; use a registered id such as CartPole-v1"
+        )
+    if ENV_ID_RE.fullmatch(env_id) is None or env_id.strip() != env_id:
+        raise UsageError(
+            f"Attempted to look up malformed environment ID: {env_id!r}. "
+            "(Currently all IDs must be of the form [namespace/](env-name)-v(version), "
+            "e.g. CartPole-v1.)"
+        )
+    registry = gym.registry
+    if env_id in registry:
+        return Resolved(env_id, env_id)
+    if aliases and env_id in LEGACY_ALIASES and LEGACY_ALIASES[env_id] in registry:
+        served = LEGACY_ALIASES[env_id]
+        return Resolved(served, env_id, f"{env_id} is retired; serving {served}, the same task")
+    ns, name, version = parse_env_id(env_id)
+    if version is None:
+        latest = find_highest_version(ns, name)
+        if latest is not None:
+            served = get_env_id(ns, name, latest)
+            return Resolved(served, env_id, f"{env_id} has no version; serving {served}")
+    try:
+        gym.spec(env_id)  # raises the precise registry error; imports nothing
+    except gym_error.DeprecatedEnv as exc:
+        raise UsageError(f"Deprecated environment with ID {env_id}: {exc}") from None
+    except gym_error.Error as exc:
+        raise UsageError(f"Error creating environment with ID {env_id}: {exc}") from None
+    raise UsageError(f"Error creating environment with ID {env_id}: not registered")
+
+
+def make(env_id: str, kwargs: dict[str, Any]) -> gym.Env[Any, Any]:
+    """Make a registered env, turning every creation failure into a UsageError."""
+    render_mode = kwargs.get("render_mode")
+    if render_mode is not None:
+        modes = _render_modes(env_id)
+        allowed = sorted(SERVER_RENDER_MODES.intersection(modes))
+        if render_mode not in allowed:
+            raise UsageError(
+                f"render_mode {render_mode!r} is not available for {env_id} on this server; "
+                f"choose one of {allowed}"
+            )
+    try:
+        return gym.make(gym.registry[env_id], **kwargs)
+    except gym_error.DependencyNotInstalled as exc:
+        raise UsageError(f"Dependency not installed: {exc}") from None
+    except (gym_error.Error, TypeError, ValueError, AssertionError, ImportError) as exc:
+        raise UsageError(f"Error creating environment with ID {env_id}: {exc}") from None
+
+
+def _render_modes(env_id: str) -> list[str]:
+    """Render modes an env declares in its metadata, without making it."""
+    entry_point = gym.registry[env_id].entry_point
+    try:
+        creator = (
+            entry_point
+            if callable(entry_point)
+            else gym.envs.registration.load_env_creator(entry_point)
+        )
+    except gym_error.DependencyNotInstalled as exc:
+        raise UsageError(f"Dependency not installed: {exc}") from None
+    except Exception as exc:  # a broken third-party entry point
+        raise UsageError(f"Error creating environment with ID {env_id}: {exc}") from None
+    return list(getattr(creator, "metadata", {}).get("render_modes", []))

@@ -1,0 +1,292 @@
+"""The old ``gym.wrappers.Monitor`` rebuilt on Gymnasium: episode stats and videos on disk.
+
+Files keep old gym's names and keys (``openaigym.manifest.<uid>.json``,
+``openaigym.episode_batch.<uid>.stats.json``, ``openaigym.video.<uid>.video000000.mp4``),
+and every directory a client names is mapped inside the operator's monitor root.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import posixpath
+import re
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any, SupportsFloat
+
+import gymnasium
+from gymnasium.wrappers import RecordVideo
+
+from envs_api.runtime.errors import UsageError
+
+FILE_PREFIX = "openaigym."
+MAX_DIRECTORY_LENGTH = 1024
+NO_RGB_ARRAY = (
+    'video not recorded: the instance was created without render_mode "rgb_array"'
+)
+NO_MOVIEPY = "video not recorded: moviepy is not installed (pip install -r requirements-video.txt)"
+
+_WINDOWS_FORM = re.compile(r"^([A-Za-z]:|\\)")  # C:\x, C:x, \\server\share, \x
+
+
+def resolve_directory(root: Path, directory: str) -> Path:
+    """Map a client's monitor ``directory`` to a folder strictly inside ``root``."""
+    if not isinstance(directory, str):
+        raise UsageError(f"Monitor directory must be a string, got {directory!r}")
+    if not directory:
+        raise UsageError("Monitor directory must not be empty")
+    if len(directory) > MAX_DIRECTORY_LENGTH:
+        raise UsageError(
+            f"Monitor directory is longer than {MAX_DIRECTORY_LENGTH} characters"
+        )
+    if "\0" in directory:
+        raise UsageError(f"Monitor directory {directory!r} contains a NUL byte")
+    if _WINDOWS_FORM.match(directory):
+        raise UsageError(
+            f"Monitor directory {directory!r} is a Windows path; use a relative path with /"
+        )
+    # Old example agents pass "/tmp/random-agent-results": absolute paths go under the root too.
+    relative = posixpath.normpath(directory.lstrip("/") or ".")
+    if relative == ".." or relative.startswith("../"):
+        raise UsageError(f"Monitor directory {directory!r} leaves the monitor root")
+    if relative == ".":
+        raise UsageError(f"Monitor directory {directory!r} is the monitor root itself")
+    base = root.resolve()
+    path = (base / relative).resolve()  # follows symlinks that already exist
+    if path == base or not path.is_relative_to(base):
+        raise UsageError(f"Monitor directory {directory!r} leaves the monitor root")
+    return path
+
+
+def parse_video_callable(value: object) -> int | None:
+    """Turn the seed's ``video_callable`` into "record every k-th episode" (None: no video)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return 1
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "false"):
+            return None
+        if text == "true":
+            return 1
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and value > 0:
+        return value
+    raise UsageError("video_callable must be false, true or a positive integer")
+
+
+class Monitor(gymnasium.Wrapper[Any, Any, Any, Any]):
+    """Record episode statistics (and optionally videos) of ``env`` into ``directory``."""
+
+    def __init__(
+        self,
+        env: gymnasium.Env[Any, Any],
+        directory: Path,
+        *,
+        force: bool = False,
+        resume: bool = False,
+        video_every: int | None = None,
+        env_id: str = "",
+    ) -> None:
+        """Prepare ``directory`` (see the module docstring) and start counting."""
+        super().__init__(env)
+        if video_every is not None and video_every < 1:
+            raise ValueError(f"video_every must be positive, got {video_every}")
+        self.directory = Path(directory)
+        self.env_id = env_id or getattr(env.spec, "id", "") or ""
+        self.warnings: list[str] = []
+        # pid alone repeats after a restart (pid 1 in a container) and would overwrite on resume.
+        self.uid = f"{os.getpid()}.{uuid.uuid4().hex[:12]}"
+        self.stats_path = (
+            self.directory / f"{FILE_PREFIX}episode_batch.{self.uid}.stats.json"
+        )
+        self.manifest_path = self.directory / f"{FILE_PREFIX}manifest.{self.uid}.json"
+        self._inner = env
+        self._detached = False
+        self._initial_reset_timestamp: float | None = None
+        self._timestamps: list[float] = []
+        self._lengths: list[int] = []
+        self._rewards: list[float] = []
+        self._steps = 0
+        self._reward = 0.0
+
+        self._prepare_directory(force=force, resume=resume)
+        self._recorder = self._make_recorder(video_every)
+        if self._recorder is not None:
+            self.env = self._recorder
+        self.flush()
+
+    def _prepare_directory(self, *, force: bool, resume: bool) -> None:
+        """Create the directory, then clear (force) or keep (resume) earlier monitor files."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            old = sorted(
+                entry.name
+                for entry in os.scandir(self.directory)
+                if entry.name.startswith(FILE_PREFIX)
+                and not entry.is_dir(follow_symlinks=False)
+            )
+            if old and force:
+                for name in old:  # unlink removes a symlink itself, never its target
+                    (self.directory / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"Monitor directory {str(self.directory)!r} is not usable: {exc.strerror}"
+            ) from exc
+        if old and not force and not resume:
+            shown = ", ".join(old[:3]) + (", ..." if len(old) > 3 else "")
+            raise UsageError(
+                f"Monitor directory {str(self.directory)!r} already holds monitor files "
+                f"({shown}); pass force=true to clear them or resume=true to keep them"
+            )
+
+    def _make_recorder(self, video_every: int | None) -> _Recorder | None:
+        """Wrap the env in a video recorder when asked for and possible, else note why not."""
+        if video_every is None:
+            return None
+        if self._inner.render_mode != "rgb_array":
+            self.warnings.append(NO_RGB_ARRAY)
+            return None
+        if importlib.util.find_spec("moviepy") is None:
+            self.warnings.append(NO_MOVIEPY)
+            return None
+        # RecordVideo warns "Overwriting existing videos" because we just made the dir.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _Recorder(self._inner, self, video_every)
+
+    def step(
+        self, action: Any
+    ) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Step the env, counting the step and its reward; write the stats at episode end."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._steps += 1
+        self._reward += float(reward)
+        if terminated or truncated:
+            self._end_episode()
+        return obs, reward, terminated, truncated, info
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset the env; a reset mid-episode records the partial episode, like old gym."""
+        if self._steps:
+            self._end_episode()
+        if self._initial_reset_timestamp is None:
+            self._initial_reset_timestamp = time.time()
+        return self.env.reset(seed=seed, options=options)
+
+    def _end_episode(self) -> None:
+        """Close the running episode: save its video and statistics."""
+        self._stop_video()
+        self._timestamps.append(time.time())
+        self._lengths.append(self._steps)
+        self._rewards.append(self._reward)
+        self._steps = 0
+        self._reward = 0.0
+        self.flush()
+
+    def _stop_video(self) -> None:
+        """Finish the video being recorded, if any."""
+        if self._recorder is not None and self._recorder.recording:
+            self._recorder.stop_recording()
+
+    def flush(self) -> None:
+        """Write the stats file and the manifest now."""
+        stats = {
+            "initial_reset_timestamp": self._initial_reset_timestamp,
+            "timestamps": self._timestamps,
+            "episode_lengths": self._lengths,
+            "episode_rewards": [r if math.isfinite(r) else None for r in self._rewards],
+            "episode_types": ["t"] * len(self._lengths),
+        }
+        manifest = {
+            "stats": self.stats_path.name,
+            "videos": list(self._recorder.videos) if self._recorder else [],
+            "env_info": {"env_id": self.env_id, "gym_version": gymnasium.__version__},
+        }
+        _write_json(self.stats_path, stats)
+        _write_json(self.manifest_path, manifest)
+
+    def close_monitor(self) -> gymnasium.Env[Any, Any]:
+        """Flush, stop any video and hand back the wrapped env, still open."""
+        self._stop_video()
+        self.flush()
+        self._detached = True  # the env belongs to the caller again: close() leaves it
+        return self._inner
+
+    def close(self) -> None:
+        """Flush, then close the wrapped env (unless close_monitor handed it back)."""
+        if self._detached:
+            return
+        self._stop_video()
+        self.flush()
+        self._inner.close()
+
+
+class _Recorder(RecordVideo[Any, Any]):
+    """RecordVideo with old gym's file names, that notes failures instead of raising them."""
+
+    def __init__(
+        self, env: gymnasium.Env[Any, Any], monitor: Monitor, video_every: int
+    ) -> None:
+        """Record every ``video_every``-th episode into the monitor's directory."""
+        super().__init__(
+            env,
+            video_folder=str(monitor.directory),
+            episode_trigger=lambda episode: episode % video_every == 0,
+            name_prefix=f"{FILE_PREFIX}video.{monitor.uid}",
+            gc_trigger=None,
+        )
+        self.notes = monitor.warnings
+        self.videos: list[str] = []
+
+    def start_recording(self, video_name: str) -> None:
+        """Start a recording named like old gym's ``openaigym.video.<uid>.video000000``."""
+        super().start_recording(f"{self.name_prefix}.video{self.episode_id:06d}")
+
+    def stop_recording(self) -> None:
+        """Write the video, or give up on video for good if that fails."""
+        name = f"{self._video_name}.mp4"
+        try:
+            super().stop_recording()  # type: ignore[no-untyped-call]
+        except Exception as exc:  # a broken encoder must not break the client's step
+            self._give_up(exc)
+            return
+        if os.path.exists(os.path.join(self.video_folder, name)):
+            self.videos.append(name)
+
+    def _capture_frame(self) -> None:
+        """Capture a frame; a failing render (e.g. no pygame) stops video, not the env."""
+        try:
+            super()._capture_frame()  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            self._give_up(exc)
+
+    def _give_up(self, exc: Exception) -> None:
+        """Drop the current recording, record no more, and say why in the warnings."""
+        self.recorded_frames = []
+        self.recording = False
+        self._video_name = None
+        self.episode_trigger = None
+        self.notes.append(f"video not recorded: {type(exc).__name__}: {exc}")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` atomically, so readers never see half a file."""
+    partial = path.with_name(
+        path.name + ".tmp"
+    )  # "openaigym." prefix: force clears leftovers
+    partial.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(partial, path)

@@ -1,0 +1,19 @@
+"""Root URLs: the v1 API at /v1/, the admin, the OpenAPI schema and its docs page."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+urlpatterns = [
+    path("v1/", include("envs_api.urls")),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]
+
+handler400 = "envs_api.exceptions.bad_request"
+handler403 = "envs_api.exceptions.permission_denied"
+handler404 = "envs_api.exceptions.not_found"
+handler500 = "envs_api.exceptions.server_error"

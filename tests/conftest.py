@@ -1,0 +1,49 @@
+"""Shared fixtures: an API client, a clean environment cache, seeded instances."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from envs_api import services
+from envs_api.runtime.cache import EnvCache
+
+
+@pytest.fixture(autouse=True)
+def cache() -> Iterator[EnvCache]:
+    """The process's env cache, emptied (envs closed) after each test."""
+    env_cache = services.env_cache()
+    yield env_cache
+    for live in env_cache.snapshot():
+        env_cache.pop(live.instance_id)
+        live.close()
+
+
+@pytest.fixture(autouse=True)
+def monitor_root(settings: Any, tmp_path: Path) -> Path:
+    """A fresh GYM_MONITOR_ROOT per test."""
+    root = tmp_path / "monitor"
+    settings.GYM_MONITOR_ROOT = root
+    return root
+
+
+@pytest.fixture
+def api(db: None) -> APIClient:
+    return APIClient()
+
+
+def create(api: APIClient, env_id: str = "CartPole-v1", **extra: Any) -> str:
+    """POST /v1/envs/ and return the new instance id."""
+    r = api.post("/v1/envs/", {"env_id": env_id, **extra}, format="json")
+    assert r.status_code == 200, r.content
+    return r.json()["instance_id"]
+
+
+@pytest.fixture
+def cartpole(api: APIClient) -> str:
+    """A CartPole-v1 instance seeded with 0."""
+    return create(api, "CartPole-v1", seed=0)
