@@ -31,7 +31,15 @@ class EnvInstanceAdmin(admin.ModelAdmin):
     list_filter = ("status", "env_id", "owner")
     search_fields = ("instance_id", "env_id", "requested_env_id", "owner__username")
     ordering = ("-last_used",)
-    sortable_by = ("instance_id", "env_id", "status", "step_count", "episode_count", "created", "last_used")
+    sortable_by = (
+        "instance_id",
+        "env_id",
+        "status",
+        "step_count",
+        "episode_count",
+        "created",
+        "last_used",
+    )
     date_hierarchy = "created"
     actions = ["close_selected"]
     readonly_fields = [f.name for f in EnvInstance._meta.fields if f.name != "id"] + [
@@ -41,9 +49,32 @@ class EnvInstanceAdmin(admin.ModelAdmin):
     ]
     exclude = ("action_space", "observation_space")
     fieldsets = (
-        (None, {"fields": ("instance_id", "env_id", "requested_env_id", "owner", "status", "is_live")}),
+        (
+            None,
+            {
+                "fields": (
+                    "instance_id",
+                    "env_id",
+                    "requested_env_id",
+                    "owner",
+                    "status",
+                    "is_live",
+                )
+            },
+        ),
         ("Creation", {"fields": ("seed", "make_kwargs", "created")}),
-        ("Use", {"fields": ("last_used", "step_count", "episode_count", "closed", "close_reason")}),
+        (
+            "Use",
+            {
+                "fields": (
+                    "last_used",
+                    "step_count",
+                    "episode_count",
+                    "closed",
+                    "close_reason",
+                )
+            },
+        ),
         ("Monitor", {"fields": ("monitor_dir", "monitor_video_every")}),
         ("Spaces", {"fields": ("action_space_info", "observation_space_info")}),
     )
@@ -64,7 +95,9 @@ class EnvInstanceAdmin(admin.ModelAdmin):
         return _pretty(obj.observation_space)
 
     @admin.action(description="Close selected instances (and their live environments)")
-    def close_selected(self, request: HttpRequest, queryset: QuerySet[EnvInstance]) -> None:
+    def close_selected(
+        self, request: HttpRequest, queryset: QuerySet[EnvInstance]
+    ) -> None:
         closed = _close_all(queryset, "closed from the admin")
         self.message_user(request, f"Closed {closed} instance(s).", messages.SUCCESS)
 
@@ -72,7 +105,9 @@ class EnvInstanceAdmin(admin.ModelAdmin):
         _close_all([obj], "deleted from the admin")
         super().delete_model(request, obj)
 
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[EnvInstance]) -> None:
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[EnvInstance]
+    ) -> None:
         _close_all(queryset, "deleted from the admin")
         super().delete_queryset(request, queryset)
 

@@ -28,13 +28,17 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         return Response({"message": str(exc)}, status=400)
     if isinstance(exc, exceptions.ParseError):
         return Response({"message": "Request is not a valid json"}, status=400)
-    response = exception_handler(exc, context)  # APIException, Http404, PermissionDenied
+    response = exception_handler(
+        exc, context
+    )  # APIException, Http404, PermissionDenied
     if response is not None:  # keeps Retry-After / WWW-Authenticate headers
         response.data = {"message": _message(exc, response.data)}
         return response
     view = context.get("view")
     log.exception("Unhandled error in %s", type(view).__name__ if view else "a view")
-    return Response({"message": f"Internal server error ({type(exc).__name__})"}, status=500)
+    return Response(
+        {"message": f"Internal server error ({type(exc).__name__})"}, status=500
+    )
 
 
 def _message(exc: Exception, data: Any) -> str:
@@ -43,7 +47,9 @@ def _message(exc: Exception, data: Any) -> str:
         details = exc.get_full_details()
         field, errors = next(iter(details.items()))
         first = errors[0] if isinstance(errors, list) else errors
-        while isinstance(first, dict) and "code" not in first:  # nested serializer errors
+        while (
+            isinstance(first, dict) and "code" not in first
+        ):  # nested serializer errors
             field, first = next(iter(first.items()))
             first = first[0] if isinstance(first, list) else first
         if field == "non_field_errors":
@@ -61,11 +67,15 @@ def _message(exc: Exception, data: Any) -> str:
 # --- Django-level error views (unrouted URLs, DisallowedHost, CSRF, crashes) ----
 
 
-def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+def bad_request(
+    request: HttpRequest, exception: Exception | None = None
+) -> JsonResponse:
     return JsonResponse({"message": "Bad request"}, status=400)
 
 
-def permission_denied(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+def permission_denied(
+    request: HttpRequest, exception: Exception | None = None
+) -> JsonResponse:
     return JsonResponse({"message": "Permission denied"}, status=403)
 
 

@@ -17,7 +17,9 @@ class EnvInstance(models.Model):
     instance_id = models.CharField(max_length=32, unique=True, editable=False)
     env_id = models.CharField(max_length=200, help_text="The Gymnasium id served.")
     requested_env_id = models.CharField(
-        max_length=200, blank=True, help_text="The id the client asked for, when an alias mapped it."
+        max_length=200,
+        blank=True,
+        help_text="The id the client asked for, when an alias mapped it.",
     )
     make_kwargs = models.JSONField(default=dict, blank=True)
     seed = models.BigIntegerField(null=True, blank=True)
@@ -29,7 +31,9 @@ class EnvInstance(models.Model):
         related_name="env_instances",
     )
     monitor_dir = models.CharField(
-        max_length=1024, blank=True, help_text="Monitor folder, relative to GYM_MONITOR_ROOT."
+        max_length=1024,
+        blank=True,
+        help_text="Monitor folder, relative to GYM_MONITOR_ROOT.",
     )
     monitor_video_every = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(

@@ -21,7 +21,10 @@ class StrictJSONRenderer(BaseRenderer):
     charset = None  # JSON is UTF-8 by definition
 
     def render(
-        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Any = None,
     ) -> bytes:
         if data is None:
             return b""

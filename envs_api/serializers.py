@@ -24,18 +24,26 @@ class ProtocolSerializer(serializers.Serializer):
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, Mapping):
             raise serializers.ValidationError(
-                {"non_field_errors": [f"Request body must be a JSON object, not {_kind(data)}"]}
+                {
+                    "non_field_errors": [
+                        f"Request body must be a JSON object, not {_kind(data)}"
+                    ]
+                }
             )
         return super().to_internal_value({k: v for k, v in data.items() if _present(v)})
 
 
 def _kind(data: Any) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean"}.get(type(data), "a number")
+    return {list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(data), "a number"
+    )
 
 
 class CreateEnvSerializer(ProtocolSerializer):
     env_id = serializers.CharField(
-        max_length=200, trim_whitespace=False, help_text="A Gymnasium id, e.g. CartPole-v1."
+        max_length=200,
+        trim_whitespace=False,
+        help_text="A Gymnasium id, e.g. CartPole-v1.",
     )
     seed = serializers.IntegerField(
         required=False,
@@ -51,7 +59,9 @@ class CreateEnvSerializer(ProtocolSerializer):
 
 
 class StepSerializer(ProtocolSerializer):
-    action = serializers.JSONField(help_text="An action in the action space's JSON form.")
+    action = serializers.JSONField(
+        help_text="An action in the action space's JSON form."
+    )
     render = serializers.BooleanField(
         required=False,
         default=False,
@@ -66,7 +76,9 @@ class MonitorStartSerializer(ProtocolSerializer):
         help_text="A folder inside GYM_MONITOR_ROOT (absolute paths map under it).",
     )
     force = serializers.BooleanField(
-        required=False, default=False, help_text="Clear earlier openaigym.* results there."
+        required=False,
+        default=False,
+        help_text="Clear earlier openaigym.* results there.",
     )
     resume = serializers.BooleanField(
         required=False, default=False, help_text="Keep earlier results there."
@@ -90,12 +102,16 @@ class MessageAnswer(serializers.Serializer):
 
 
 class CreateAnswer(serializers.Serializer):
-    instance_id = serializers.CharField(help_text="Short lowercase hex id of the new instance.")
+    instance_id = serializers.CharField(
+        help_text="Short lowercase hex id of the new instance."
+    )
     env_id = serializers.CharField(help_text="The Gymnasium id actually served.")
     requested_env_id = serializers.CharField(
         required=False, help_text="Only when a legacy alias mapped the requested id."
     )
-    warning = serializers.CharField(required=False, help_text="Only when an alias was used.")
+    warning = serializers.CharField(
+        required=False, help_text="Only when an alias was used."
+    )
 
 
 class ListAnswer(serializers.Serializer):
@@ -119,7 +135,9 @@ class StepAnswer(serializers.Serializer):
 
 
 class SpaceAnswer(serializers.Serializer):
-    info = serializers.JSONField(help_text="Space info; see the README for every space's form.")
+    info = serializers.JSONField(
+        help_text="Space info; see the README for every space's form."
+    )
 
 
 class SampleAnswer(serializers.Serializer):
@@ -132,7 +150,8 @@ class MemberAnswer(serializers.Serializer):
 
 class MonitorAnswer(serializers.Serializer):
     warning = serializers.CharField(
-        required=False, help_text="Only when video was asked for but cannot be recorded."
+        required=False,
+        help_text="Only when video was asked for but cannot be recorded.",
     )
 
 

@@ -46,7 +46,11 @@ def env_cache() -> EnvCache:
 
 
 def create(
-    env_id: str, *, seed: int | None = None, owner: Any = None, render_mode: str | None = None
+    env_id: str,
+    *,
+    seed: int | None = None,
+    owner: Any = None,
+    render_mode: str | None = None,
 ) -> dict[str, Any]:
     """Make an env, write its registry row, and cache it; return the create answer."""
     resolved = envids.resolve(env_id, aliases=settings.GYM_LEGACY_ALIASES)
@@ -59,7 +63,10 @@ def create(
         raise
     _cache.add(live)
     _flusher.ensure_started()
-    answer: dict[str, Any] = {"instance_id": live.instance_id, "env_id": resolved.env_id}
+    answer: dict[str, Any] = {
+        "instance_id": live.instance_id,
+        "env_id": resolved.env_id,
+    }
     if resolved.warning:
         answer["requested_env_id"] = resolved.requested
         answer["warning"] = resolved.warning
@@ -67,7 +74,11 @@ def create(
 
 
 def _register(
-    env: Any, resolved: envids.Resolved, kwargs: dict[str, Any], seed: int | None, owner: Any
+    env: Any,
+    resolved: envids.Resolved,
+    kwargs: dict[str, Any],
+    seed: int | None,
+    owner: Any,
 ) -> LocalEnv:
     """Write the registry row under a fresh short id and wrap the env."""
     for _ in range(8):
@@ -106,10 +117,12 @@ def close(instance_id: str, reason: str = "closed by the client") -> None:
         fields["close_reason"] = reason
         if live is not None:
             steps, episodes, last_used = live.counters()
-            fields.update(step_count=steps, episode_count=episodes, last_used=_dt(last_used))
-        updated = EnvInstance.objects.filter(instance_id=instance_id, status=ACTIVE).update(
-            **fields
-        )
+            fields.update(
+                step_count=steps, episode_count=episodes, last_used=_dt(last_used)
+            )
+        updated = EnvInstance.objects.filter(
+            instance_id=instance_id, status=ACTIVE
+        ).update(**fields)
     if live is not None:
         live.close()
     elif not updated:
@@ -141,7 +154,9 @@ def _restore(instance_id: str) -> LocalEnv:
         try:
             env = envids.make(row.env_id, dict(row.make_kwargs))
         except UsageError as exc:
-            raise UsageError(f"Instance {instance_id} could not be restored: {exc}") from None
+            raise UsageError(
+                f"Instance {instance_id} could not be restored: {exc}"
+            ) from None
         live = LocalEnv(
             instance_id,
             env,
@@ -170,7 +185,9 @@ def _restored_seed(seed: int | None, episodes: int) -> int | None:
 def _reapply_monitor(live: LocalEnv, row: EnvInstance) -> None:
     """Continue a monitor that was running before the restart, keeping its results."""
     try:
-        directory = monitor.resolve_directory(settings.GYM_MONITOR_ROOT, row.monitor_dir)
+        directory = monitor.resolve_directory(
+            settings.GYM_MONITOR_ROOT, row.monitor_dir
+        )
         live.start_monitor(
             directory,
             force=False,
@@ -192,9 +209,12 @@ def monitor_start(
     path = monitor.resolve_directory(root, directory)
     video_every = monitor.parse_video_callable(video_callable)
     live = lookup(instance_id)
-    warnings = live.start_monitor(path, force=force, resume=resume, video_every=video_every)
+    warnings = live.start_monitor(
+        path, force=force, resume=resume, video_every=video_every
+    )
     EnvInstance.objects.filter(pk=live.row_pk).update(
-        monitor_dir=str(path.relative_to(root.resolve())), monitor_video_every=video_every
+        monitor_dir=str(path.relative_to(root.resolve())),
+        monitor_video_every=video_every,
     )
     return {"warning": "; ".join(warnings)} if warnings else {}
 
@@ -203,7 +223,9 @@ def monitor_close(instance_id: str) -> None:
     """Flush and stop the monitor; the instance stays usable."""
     live = lookup(instance_id)
     live.close_monitor()
-    EnvInstance.objects.filter(pk=live.row_pk).update(monitor_dir="", monitor_video_every=None)
+    EnvInstance.objects.filter(pk=live.row_pk).update(
+        monitor_dir="", monitor_video_every=None
+    )
 
 
 # --- write-behind --------------------------------------------------------------
@@ -215,7 +237,9 @@ def _dt(timestamp: float) -> datetime:
 
 def flush() -> int:
     """Write the counters and last-used times of changed instances; return how many."""
-    dirty = [live for live in _cache.snapshot() if live.dirty and live.row_pk is not None]
+    dirty = [
+        live for live in _cache.snapshot() if live.dirty and live.row_pk is not None
+    ]
     if not dirty:
         return 0
     rows = []
@@ -223,7 +247,10 @@ def flush() -> int:
         steps, episodes, last_used = live.counters()
         rows.append(
             EnvInstance(
-                pk=live.row_pk, step_count=steps, episode_count=episodes, last_used=_dt(last_used)
+                pk=live.row_pk,
+                step_count=steps,
+                episode_count=episodes,
+                last_used=_dt(last_used),
             )
         )
     try:
@@ -250,7 +277,9 @@ class _Flusher:
             return
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="gym-flusher", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="gym-flusher", daemon=True
+                )
                 self._thread.start()
                 atexit.register(self.stop)
 

@@ -13,7 +13,9 @@ from envs_api import serializers as s
 from envs_api import services
 
 ERRORS = {400: s.MessageAnswer}
-INSTANCE = OpenApiParameter("instance_id", str, OpenApiParameter.PATH, description="e.g. 3c657dbc")
+INSTANCE = OpenApiParameter(
+    "instance_id", str, OpenApiParameter.PATH, description="e.g. 3c657dbc"
+)
 
 
 def _body(serializer_class: type[s.ProtocolSerializer], request: Request) -> dict:
@@ -27,7 +29,9 @@ class EnvViewSet(viewsets.GenericViewSet):
     """The gym-http-api v1 routes under /v1/envs/."""
 
     lookup_field = "instance_id"
-    lookup_value_regex = "[^/]+"  # any id reaches the view: bad ids get the protocol's 400
+    lookup_value_regex = (
+        "[^/]+"  # any id reaches the view: bad ids get the protocol's 400
+    )
     serializer_classes = {
         "create": s.CreateEnvSerializer,
         "step": s.StepSerializer,
@@ -65,7 +69,9 @@ class EnvViewSet(viewsets.GenericViewSet):
     def step(self, request: Request, instance_id: str) -> Response:
         """Run one timestep with an action."""
         data = _body(s.StepSerializer, request)
-        return Response(services.lookup(instance_id).step(data["action"], data["render"]))
+        return Response(
+            services.lookup(instance_id).step(data["action"], data["render"])
+        )
 
     @extend_schema(responses={200: s.SpaceAnswer, **ERRORS})
     @action(detail=True, methods=["get"], url_path="action_space")
@@ -80,13 +86,22 @@ class EnvViewSet(viewsets.GenericViewSet):
         return Response({"action": services.lookup(instance_id).sample()})
 
     @extend_schema(
-        parameters=[OpenApiParameter("x", str, OpenApiParameter.PATH, description="an int or a URL-encoded JSON value")],
+        parameters=[
+            OpenApiParameter(
+                "x",
+                str,
+                OpenApiParameter.PATH,
+                description="an int or a URL-encoded JSON value",
+            )
+        ],
         responses={200: s.MemberAnswer, **ERRORS},
     )
     @action(
         detail=True, methods=["get"], url_path=r"action_space/contains/(?P<x>[^/]+)"
     )
-    def action_space_contains(self, request: Request, instance_id: str, x: str) -> Response:
+    def action_space_contains(
+        self, request: Request, instance_id: str, x: str
+    ) -> Response:
         """Whether ``x`` is a member of the action space (unparseable -> false)."""
         live = services.lookup(instance_id)
         return Response({"member": live.action_contains(_literal(x))})
@@ -102,7 +117,9 @@ class EnvViewSet(viewsets.GenericViewSet):
         responses={200: s.MemberAnswer, **ERRORS},
     )
     @action(detail=True, methods=["post"], url_path="observation_space/contains")
-    def observation_space_contains(self, request: Request, instance_id: str) -> Response:
+    def observation_space_contains(
+        self, request: Request, instance_id: str
+    ) -> Response:
         """Whether each given property equals the observation space's info."""
         live = services.lookup(instance_id)
         return Response({"member": live.observation_matches(request.data)})

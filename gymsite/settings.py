@@ -71,11 +71,17 @@ def persistent_secret_key(path: Path) -> str:
 # --- Core -----------------------------------------------------------------
 DEBUG = env_bool("DEBUG", False)
 GYM_DATA_DIR = Path(os.getenv("GYM_DATA_DIR") or BASE_DIR / "var").resolve()
-SECRET_KEY = os.getenv("SECRET_KEY") or persistent_secret_key(GYM_DATA_DIR / "secret_key")
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+SECRET_KEY = os.getenv("SECRET_KEY") or persistent_secret_key(
+    GYM_DATA_DIR / "secret_key"
+)
+ALLOWED_HOSTS = env_list(
+    "ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"]
+)
 
 # --- Gym --------------------------------------------------------------------
-GYM_MONITOR_ROOT = Path(os.getenv("GYM_MONITOR_ROOT") or GYM_DATA_DIR / "monitor").resolve()
+GYM_MONITOR_ROOT = Path(
+    os.getenv("GYM_MONITOR_ROOT") or GYM_DATA_DIR / "monitor"
+).resolve()
 # Serve retired ids of old clients (FrozenLake-v0 ...) as their current version.
 GYM_LEGACY_ALIASES = env_bool("GYM_LEGACY_ALIASES", True)
 # Seconds between write-behind flushes of last-used times and counters (0: only on close/exit).
@@ -92,7 +98,9 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the write-behind flusher and requests use the file side by side.
     DATABASES["default"].setdefault("OPTIONS", {})
-    DATABASES["default"]["OPTIONS"].setdefault("init_command", "PRAGMA journal_mode=WAL;")
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "init_command", "PRAGMA journal_mode=WAL;"
+    )
     DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
     DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -144,7 +152,9 @@ TEMPLATES = [
 ]
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
+    },
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
@@ -169,7 +179,9 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": ["envs_api.parsers.LenientJSONParser"],
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication"
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "EXCEPTION_HANDLER": "envs_api.exceptions.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -12,7 +12,9 @@ from envs_api.models import EnvInstance
 from tests.conftest import create
 
 
-def post_raw(api: APIClient, path: str, body: bytes | str, content_type: str | None) -> Any:
+def post_raw(
+    api: APIClient, path: str, body: bytes | str, content_type: str | None
+) -> Any:
     kwargs = {"content_type": content_type} if content_type else {}
     return api.generic("POST", path, body, **kwargs)
 
@@ -45,7 +47,9 @@ def test_it_lists_active_instances_under_both_spellings(api: APIClient) -> None:
     second = create(api, "FrozenLake-v1")
 
     for path in ("/v1/envs/", "/v1/envs"):
-        r = api.get(path, content_type="application/json")  # clients send GET with a JSON type
+        r = api.get(
+            path, content_type="application/json"
+        )  # clients send GET with a JSON type
         assert r.status_code == 200
         assert r.json() == {"all_envs": {first: "CartPole-v1", second: "FrozenLake-v1"}}
 
@@ -65,7 +69,9 @@ def test_it_requires_env_id(api: APIClient, body: dict[str, Any]) -> None:
     r = api.post("/v1/envs/", body, format="json")
 
     assert r.status_code == 400
-    assert r.json() == {"message": "A required request parameter <env_id> was not provided"}
+    assert r.json() == {
+        "message": "A required request parameter <env_id> was not provided"
+    }
 
 
 @pytest.mark.parametrize("body", [b"", b"null", b"   "])
@@ -75,10 +81,14 @@ def test_it_treats_an_empty_or_null_create_body_as_no_parameters(
     r = post_raw(api, "/v1/envs/", body, "application/json")
 
     assert r.status_code == 400
-    assert r.json() == {"message": "A required request parameter <env_id> was not provided"}
+    assert r.json() == {
+        "message": "A required request parameter <env_id> was not provided"
+    }
 
 
-@pytest.mark.parametrize("body", [b"{bad json", b"{'env_id': 'CartPole-v1'}", b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "body", [b"{bad json", b"{'env_id': 'CartPole-v1'}", b"\xff\xfe"]
+)
 def test_it_rejects_unparseable_json(api: APIClient, body: bytes) -> None:
     r = post_raw(api, "/v1/envs/", body, "application/json")
 
@@ -121,7 +131,9 @@ def test_it_refuses_module_import_ids_without_importing(api: APIClient) -> None:
     assert "json.tool" not in sys.modules
 
 
-@pytest.mark.skipif(importlib.util.find_spec("Box2D") is not None, reason="Box2D installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("Box2D") is not None, reason="Box2D installed"
+)
 def test_it_reports_a_missing_dependency(api: APIClient) -> None:
     r = api.post("/v1/envs/", {"env_id": "LunarLander-v3"}, format="json")
 
@@ -131,9 +143,15 @@ def test_it_reports_a_missing_dependency(api: APIClient) -> None:
 
 @pytest.mark.parametrize(
     ("old", "new"),
-    [("FrozenLake-v0", "FrozenLake-v1"), ("Pendulum-v0", "Pendulum-v1"), ("Blackjack-v0", "Blackjack-v1")],
+    [
+        ("FrozenLake-v0", "FrozenLake-v1"),
+        ("Pendulum-v0", "Pendulum-v1"),
+        ("Blackjack-v0", "Blackjack-v1"),
+    ],
 )
-def test_it_serves_legacy_ids_and_says_which_id_it_got(api: APIClient, old: str, new: str) -> None:
+def test_it_serves_legacy_ids_and_says_which_id_it_got(
+    api: APIClient, old: str, new: str
+) -> None:
     r = api.post("/v1/envs/", {"env_id": old}, format="json")
 
     assert r.status_code == 200
@@ -152,14 +170,18 @@ def test_it_keeps_ids_that_still_exist(api: APIClient) -> None:
     assert "warning" not in r.json()
 
 
-def test_it_names_the_current_version_when_aliases_are_off(api: APIClient, settings: Any) -> None:
+def test_it_names_the_current_version_when_aliases_are_off(
+    api: APIClient, settings: Any
+) -> None:
     settings.GYM_LEGACY_ALIASES = False
 
     r = api.post("/v1/envs/", {"env_id": "FrozenLake-v0"}, format="json")
 
     assert r.status_code == 400
     assert "FrozenLake-v1" in r.json()["message"]
-    assert r.json()["message"].startswith("Deprecated environment with ID FrozenLake-v0")
+    assert r.json()["message"].startswith(
+        "Deprecated environment with ID FrozenLake-v0"
+    )
 
 
 def reset_obs(api: APIClient, instance_id: str) -> Any:
@@ -171,7 +193,11 @@ def reset_obs(api: APIClient, instance_id: str) -> Any:
 def run(api: APIClient, instance_id: str, actions: list[int]) -> list[Any]:
     trace = [reset_obs(api, instance_id)]
     for action in actions:
-        trace.append(api.post(f"/v1/envs/{instance_id}/step/", {"action": action}, format="json").json())
+        trace.append(
+            api.post(
+                f"/v1/envs/{instance_id}/step/", {"action": action}, format="json"
+            ).json()
+        )
     return trace
 
 
@@ -189,7 +215,10 @@ def test_it_seeds_the_action_sampler_too(api: APIClient) -> None:
     b = create(api, "FrozenLake-v1", seed=0)
 
     samples = [
-        [api.get(f"/v1/envs/{i}/action_space/sample").json()["action"] for _ in range(20)]
+        [
+            api.get(f"/v1/envs/{i}/action_space/sample").json()["action"]
+            for _ in range(20)
+        ]
         for i in (a, b)
     ]
     assert samples[0] == samples[1]
@@ -222,12 +251,18 @@ def test_it_rejects_bad_seeds(api: APIClient, seed: Any) -> None:
 def test_it_accepts_a_render_mode(api: APIClient) -> None:
     instance_id = create(api, "CartPole-v1", render_mode="rgb_array")
 
-    assert EnvInstance.objects.get(instance_id=instance_id).make_kwargs == {"render_mode": "rgb_array"}
+    assert EnvInstance.objects.get(instance_id=instance_id).make_kwargs == {
+        "render_mode": "rgb_array"
+    }
 
 
 @pytest.mark.parametrize("mode", ["human", "bogus"])
-def test_it_refuses_render_modes_a_server_cannot_serve(api: APIClient, mode: str) -> None:
-    r = api.post("/v1/envs/", {"env_id": "CartPole-v1", "render_mode": mode}, format="json")
+def test_it_refuses_render_modes_a_server_cannot_serve(
+    api: APIClient, mode: str
+) -> None:
+    r = api.post(
+        "/v1/envs/", {"env_id": "CartPole-v1", "render_mode": mode}, format="json"
+    )
 
     assert r.status_code == 400
     assert "rgb_array" in r.json()["message"]

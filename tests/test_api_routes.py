@@ -50,7 +50,9 @@ def test_it_answers_every_route_under_both_spellings(
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ROUTES)
-@pytest.mark.parametrize("bad_id", ["bad_id", "deadbeef", "DEADBEEF", "0123456789abcdef0123"])
+@pytest.mark.parametrize(
+    "bad_id", ["bad_id", "deadbeef", "DEADBEEF", "0123456789abcdef0123"]
+)
 def test_it_answers_unknown_ids_with_the_protocols_400(
     api: APIClient, method: str, path: str, body: Any, bad_id: str
 ) -> None:
@@ -97,7 +99,10 @@ def test_it_resets_with_observation_and_info(api: APIClient, cartpole: str) -> N
 def test_it_answers_a_discrete_observation_as_a_bare_int(api: APIClient) -> None:
     lake = create(api, "FrozenLake-v1", seed=0)
 
-    assert api.post(f"/v1/envs/{lake}/reset/").json() == {"observation": 0, "info": {"prob": 1}}
+    assert api.post(f"/v1/envs/{lake}/reset/").json() == {
+        "observation": 0,
+        "info": {"prob": 1},
+    }
 
 
 def test_it_steps_with_the_seed_servers_fields_and_gymnasiums(
@@ -108,7 +113,14 @@ def test_it_steps_with_the_seed_servers_fields_and_gymnasiums(
     r = api.post(f"/v1/envs/{cartpole}/step/", {"action": 1}, format="json")
 
     body = r.json()
-    assert set(body) == {"observation", "reward", "done", "info", "terminated", "truncated"}
+    assert set(body) == {
+        "observation",
+        "reward",
+        "done",
+        "info",
+        "terminated",
+        "truncated",
+    }
     assert body["reward"] == 1.0
     assert b'"reward":1.0' in r.content  # a JSON float, not 1
     assert body["done"] is False
@@ -119,7 +131,9 @@ def test_it_steps_with_the_seed_servers_fields_and_gymnasiums(
 def test_it_reports_done_when_the_episode_ends(api: APIClient, cartpole: str) -> None:
     api.post(f"/v1/envs/{cartpole}/reset/")
     for _ in range(200):
-        body = api.post(f"/v1/envs/{cartpole}/step/", {"action": 1}, format="json").json()
+        body = api.post(
+            f"/v1/envs/{cartpole}/step/", {"action": 1}, format="json"
+        ).json()
         if body["done"]:
             break
 
@@ -142,7 +156,9 @@ def test_it_reports_truncation_as_done(api: APIClient) -> None:
 
 
 @pytest.mark.parametrize("action", [1, 1.0, "1"])
-def test_it_decodes_discrete_actions(api: APIClient, cartpole: str, action: Any) -> None:
+def test_it_decodes_discrete_actions(
+    api: APIClient, cartpole: str, action: Any
+) -> None:
     api.post(f"/v1/envs/{cartpole}/reset/")
 
     r = api.post(f"/v1/envs/{cartpole}/step/", {"action": action}, format="json")
@@ -172,23 +188,34 @@ def test_it_rejects_actions_outside_the_space_and_leaves_the_env_untouched(
     assert after_a == after_b
 
 
-@pytest.mark.parametrize("body", [{}, {"action": None}, {"action": ""}, {"action": []}, {"render": True}])
-def test_it_requires_an_action(api: APIClient, cartpole: str, body: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "body", [{}, {"action": None}, {"action": ""}, {"action": []}, {"render": True}]
+)
+def test_it_requires_an_action(
+    api: APIClient, cartpole: str, body: dict[str, Any]
+) -> None:
     api.post(f"/v1/envs/{cartpole}/reset/")
 
     r = api.post(f"/v1/envs/{cartpole}/step/", body, format="json")
 
     assert r.status_code == 400
-    assert r.json() == {"message": "A required request parameter <action> was not provided"}
+    assert r.json() == {
+        "message": "A required request parameter <action> was not provided"
+    }
 
 
 def test_it_accepts_action_zero(api: APIClient, cartpole: str) -> None:
     api.post(f"/v1/envs/{cartpole}/reset/")
 
-    assert api.post(f"/v1/envs/{cartpole}/step/", {"action": 0}, format="json").status_code == 200
+    assert (
+        api.post(f"/v1/envs/{cartpole}/step/", {"action": 0}, format="json").status_code
+        == 200
+    )
 
 
-def test_it_asks_for_a_reset_before_the_first_step(api: APIClient, cartpole: str) -> None:
+def test_it_asks_for_a_reset_before_the_first_step(
+    api: APIClient, cartpole: str
+) -> None:
     r = api.post(f"/v1/envs/{cartpole}/step/", {"action": 0}, format="json")
 
     assert r.status_code == 400
@@ -196,10 +223,14 @@ def test_it_asks_for_a_reset_before_the_first_step(api: APIClient, cartpole: str
 
 
 @pytest.mark.parametrize("render", [True, "true", False, "false", None])
-def test_it_ignores_render_without_a_render_mode(api: APIClient, cartpole: str, render: Any) -> None:
+def test_it_ignores_render_without_a_render_mode(
+    api: APIClient, cartpole: str, render: Any
+) -> None:
     api.post(f"/v1/envs/{cartpole}/reset/")
 
-    r = api.post(f"/v1/envs/{cartpole}/step/", {"action": 0, "render": render}, format="json")
+    r = api.post(
+        f"/v1/envs/{cartpole}/step/", {"action": 0, "render": render}, format="json"
+    )
 
     assert r.status_code == 200
 
@@ -209,7 +240,9 @@ def test_it_renders_when_the_instance_has_a_render_mode(api: APIClient) -> None:
     instance_id = create(api, "CartPole-v1", seed=0, render_mode="rgb_array")
     api.post(f"/v1/envs/{instance_id}/reset/")
 
-    r = api.post(f"/v1/envs/{instance_id}/step/", {"action": 0, "render": True}, format="json")
+    r = api.post(
+        f"/v1/envs/{instance_id}/step/", {"action": 0, "render": True}, format="json"
+    )
 
     assert r.status_code == 200
 
@@ -217,7 +250,9 @@ def test_it_renders_when_the_instance_has_a_render_mode(api: APIClient) -> None:
 def test_it_rejects_a_bad_render_flag(api: APIClient, cartpole: str) -> None:
     api.post(f"/v1/envs/{cartpole}/reset/")
 
-    r = api.post(f"/v1/envs/{cartpole}/step/", {"action": 0, "render": "maybe"}, format="json")
+    r = api.post(
+        f"/v1/envs/{cartpole}/step/", {"action": 0, "render": "maybe"}, format="json"
+    )
 
     assert r.status_code == 400
     assert r.json()["message"].startswith("render: ")
@@ -238,17 +273,32 @@ def test_it_describes_the_spaces_like_the_seed(api: APIClient, cartpole: str) ->
 
 
 def test_it_samples_actions_in_the_space(api: APIClient, cartpole: str) -> None:
-    actions = {api.get(f"/v1/envs/{cartpole}/action_space/sample").json()["action"] for _ in range(30)}
+    actions = {
+        api.get(f"/v1/envs/{cartpole}/action_space/sample").json()["action"]
+        for _ in range(30)
+    }
 
     assert actions == {0, 1}
 
 
 @pytest.mark.parametrize(
     ("x", "member"),
-    [("0", True), ("1", True), ("1.0", True), ("2", False), ("-1", False), ("abc", False),
-     ("%5B1%5D", False), ("null", False), ("1.5", False), ("true", False)],
+    [
+        ("0", True),
+        ("1", True),
+        ("1.0", True),
+        ("2", False),
+        ("-1", False),
+        ("abc", False),
+        ("%5B1%5D", False),
+        ("null", False),
+        ("1.5", False),
+        ("true", False),
+    ],
 )
-def test_it_tells_action_space_membership(api: APIClient, cartpole: str, x: str, member: bool) -> None:
+def test_it_tells_action_space_membership(
+    api: APIClient, cartpole: str, x: str, member: bool
+) -> None:
     r = api.get(f"/v1/envs/{cartpole}/action_space/contains/{x}")
 
     assert r.status_code == 200
@@ -270,7 +320,9 @@ def test_it_tells_action_space_membership(api: APIClient, cartpole: str, x: str,
 def test_it_compares_observation_space_properties(
     api: APIClient, cartpole: str, props: dict[str, Any], member: bool
 ) -> None:
-    r = api.post(f"/v1/envs/{cartpole}/observation_space/contains", props, format="json")
+    r = api.post(
+        f"/v1/envs/{cartpole}/observation_space/contains", props, format="json"
+    )
 
     assert r.status_code == 200
     assert r.json() == {"member": member}
@@ -281,7 +333,10 @@ def test_it_needs_an_object_for_observation_space_contains(
     api: APIClient, cartpole: str, body: bytes
 ) -> None:
     r = api.generic(
-        "POST", f"/v1/envs/{cartpole}/observation_space/contains", body, content_type="application/json"
+        "POST",
+        f"/v1/envs/{cartpole}/observation_space/contains",
+        body,
+        content_type="application/json",
     )
 
     assert r.status_code == 400
@@ -308,7 +363,9 @@ def test_it_closes_with_200_and_an_empty_object(api: APIClient, cartpole: str) -
         ("post", "/v1/envs/abc/step/extra", 404),
     ],
 )
-def test_it_answers_routing_errors_in_json(api: APIClient, method: str, path: str, status: int) -> None:
+def test_it_answers_routing_errors_in_json(
+    api: APIClient, method: str, path: str, status: int
+) -> None:
     r = getattr(api, method)(path)
 
     assert r.status_code == status
@@ -318,4 +375,6 @@ def test_it_answers_routing_errors_in_json(api: APIClient, method: str, path: st
 
 def test_it_never_redirects(api: APIClient) -> None:
     for path in ("/v1/envs", "/v1/envs/"):
-        assert api.post(path, {"env_id": "CartPole-v1"}, format="json").status_code == 200
+        assert (
+            api.post(path, {"env_id": "CartPole-v1"}, format="json").status_code == 200
+        )

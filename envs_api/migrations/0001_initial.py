@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,30 +15,96 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='EnvInstance',
+            name="EnvInstance",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('instance_id', models.CharField(editable=False, max_length=32, unique=True)),
-                ('env_id', models.CharField(help_text='The Gymnasium id served.', max_length=200)),
-                ('requested_env_id', models.CharField(blank=True, help_text='The id the client asked for, when an alias mapped it.', max_length=200)),
-                ('make_kwargs', models.JSONField(blank=True, default=dict)),
-                ('seed', models.BigIntegerField(blank=True, null=True)),
-                ('monitor_dir', models.CharField(blank=True, help_text='Monitor folder, relative to GYM_MONITOR_ROOT.', max_length=1024)),
-                ('monitor_video_every', models.PositiveIntegerField(blank=True, null=True)),
-                ('status', models.CharField(choices=[('active', 'active'), ('closed', 'closed')], db_index=True, default='active', max_length=16)),
-                ('close_reason', models.CharField(blank=True, max_length=200)),
-                ('created', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('last_used', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('closed', models.DateTimeField(blank=True, null=True)),
-                ('step_count', models.BigIntegerField(default=0)),
-                ('episode_count', models.BigIntegerField(default=0)),
-                ('action_space', models.JSONField(blank=True, default=dict, editable=False)),
-                ('observation_space', models.JSONField(blank=True, default=dict, editable=False)),
-                ('owner', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='env_instances', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "instance_id",
+                    models.CharField(editable=False, max_length=32, unique=True),
+                ),
+                (
+                    "env_id",
+                    models.CharField(
+                        help_text="The Gymnasium id served.", max_length=200
+                    ),
+                ),
+                (
+                    "requested_env_id",
+                    models.CharField(
+                        blank=True,
+                        help_text="The id the client asked for, when an alias mapped it.",
+                        max_length=200,
+                    ),
+                ),
+                ("make_kwargs", models.JSONField(blank=True, default=dict)),
+                ("seed", models.BigIntegerField(blank=True, null=True)),
+                (
+                    "monitor_dir",
+                    models.CharField(
+                        blank=True,
+                        help_text="Monitor folder, relative to GYM_MONITOR_ROOT.",
+                        max_length=1024,
+                    ),
+                ),
+                (
+                    "monitor_video_every",
+                    models.PositiveIntegerField(blank=True, null=True),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("active", "active"), ("closed", "closed")],
+                        db_index=True,
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                ("close_reason", models.CharField(blank=True, max_length=200)),
+                (
+                    "created",
+                    models.DateTimeField(
+                        default=django.utils.timezone.now, editable=False
+                    ),
+                ),
+                (
+                    "last_used",
+                    models.DateTimeField(
+                        db_index=True, default=django.utils.timezone.now
+                    ),
+                ),
+                ("closed", models.DateTimeField(blank=True, null=True)),
+                ("step_count", models.BigIntegerField(default=0)),
+                ("episode_count", models.BigIntegerField(default=0)),
+                (
+                    "action_space",
+                    models.JSONField(blank=True, default=dict, editable=False),
+                ),
+                (
+                    "observation_space",
+                    models.JSONField(blank=True, default=dict, editable=False),
+                ),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="env_instances",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'environment instance',
-                'ordering': ['-last_used'],
+                "verbose_name": "environment instance",
+                "ordering": ["-last_used"],
             },
         ),
     ]

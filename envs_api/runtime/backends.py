@@ -8,6 +8,7 @@ methods.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,9 +24,17 @@ from envs_api.runtime.errors import UnknownInstance, UsageError
 from envs_api.runtime.monitor import Monitor
 
 JSONDict = dict[str, Any]
+log = logging.getLogger(__name__)
 
 # What an env raises when it is handed something it cannot use: the client's doing.
-_ENV_INPUT_ERRORS = (gym_error.Error, AssertionError, ValueError, TypeError, IndexError, KeyError)
+_ENV_INPUT_ERRORS = (
+    gym_error.Error,
+    AssertionError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+)
 
 
 class LocalEnv:
@@ -99,7 +108,9 @@ class LocalEnv:
                 if render and env.render_mode is not None:
                     env.render()
             except _ENV_INPUT_ERRORS as exc:
-                raise UsageError(f"The environment rejected the action: {exc}") from None
+                raise UsageError(
+                    f"The environment rejected the action: {exc}"
+                ) from None
             self.steps += 1
             terminated, truncated = bool(terminated), bool(truncated)
             return {
@@ -117,7 +128,9 @@ class LocalEnv:
                 f"Call reset first: instance {self.instance_id} was restored after a server "
                 "restart and starts a fresh episode"
             )
-        return f"Call reset first: instance {self.instance_id} has no episode in progress"
+        return (
+            f"Call reset first: instance {self.instance_id} has no episode in progress"
+        )
 
     def sample(self) -> Any:
         """A random element of the action space."""
@@ -168,8 +181,8 @@ class LocalEnv:
             self.closed = True
             try:
                 self.env.close()  # a Monitor flushes its results here
-            except Exception:  # noqa: BLE001 - closing must not fail the request
-                pass
+            except Exception:  # closing must not fail the request: log it instead
+                log.exception("instance %s: env.close() failed", self.instance_id)
 
     def counters(self) -> tuple[int, int, float]:
         """Steps, episodes and last-used time, clearing the dirty mark."""

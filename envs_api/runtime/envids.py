@@ -72,24 +72,33 @@ def resolve(env_id: str, *, aliases: bool = True) -> Resolved:
         return Resolved(env_id, env_id)
     if aliases and env_id in LEGACY_ALIASES and LEGACY_ALIASES[env_id] in registry:
         served = LEGACY_ALIASES[env_id]
-        return Resolved(served, env_id, f"{env_id} is retired; serving {served}, the same task")
+        return Resolved(
+            served, env_id, f"{env_id} is retired; serving {served}, the same task"
+        )
     ns, name, version = parse_env_id(env_id)
     if version is None:
         latest = find_highest_version(ns, name)
         if latest is not None:
             served = get_env_id(ns, name, latest)
-            return Resolved(served, env_id, f"{env_id} has no version; serving {served}")
+            return Resolved(
+                served, env_id, f"{env_id} has no version; serving {served}"
+            )
     try:
         gym.spec(env_id)  # raises the precise registry error; imports nothing
     except gym_error.DeprecatedEnv as exc:
         raise UsageError(f"Deprecated environment with ID {env_id}: {exc}") from None
     except gym_error.Error as exc:
-        raise UsageError(f"Error creating environment with ID {env_id}: {exc}") from None
+        raise UsageError(
+            f"Error creating environment with ID {env_id}: {exc}"
+        ) from None
     raise UsageError(f"Error creating environment with ID {env_id}: not registered")
 
 
 def make(env_id: str, kwargs: dict[str, Any]) -> gym.Env[Any, Any]:
     """Make a registered env, turning every creation failure into a UsageError."""
+    spec = gym.registry.get(env_id)
+    if spec is None:  # e.g. a registry row from before a package was removed
+        raise UsageError(f"Error creating environment with ID {env_id}: not registered")
     render_mode = kwargs.get("render_mode")
     if render_mode is not None:
         modes = _render_modes(env_id)
@@ -100,11 +109,13 @@ def make(env_id: str, kwargs: dict[str, Any]) -> gym.Env[Any, Any]:
                 f"choose one of {allowed}"
             )
     try:
-        return gym.make(gym.registry[env_id], **kwargs)
+        return gym.make(spec, **kwargs)
     except gym_error.DependencyNotInstalled as exc:
         raise UsageError(f"Dependency not installed: {exc}") from None
     except (gym_error.Error, TypeError, ValueError, AssertionError, ImportError) as exc:
-        raise UsageError(f"Error creating environment with ID {env_id}: {exc}") from None
+        raise UsageError(
+            f"Error creating environment with ID {env_id}: {exc}"
+        ) from None
 
 
 def _render_modes(env_id: str) -> list[str]:
@@ -119,5 +130,7 @@ def _render_modes(env_id: str) -> list[str]:
     except gym_error.DependencyNotInstalled as exc:
         raise UsageError(f"Dependency not installed: {exc}") from None
     except Exception as exc:  # a broken third-party entry point
-        raise UsageError(f"Error creating environment with ID {env_id}: {exc}") from None
+        raise UsageError(
+            f"Error creating environment with ID {env_id}: {exc}"
+        ) from None
     return list(getattr(creator, "metadata", {}).get("render_modes", []))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import singledispatch
 from typing import Any
 
@@ -202,14 +202,9 @@ def _encode_sequence(space: spaces.Sequence, value: Any) -> JSON:
 @_encode.register(spaces.Graph)
 def _encode_graph(space: spaces.Graph, value: Any) -> JSON:
     nodes = _stacked_json(space.node_space, space.batch_node_space, value.nodes)
-    if (
-        value.edges is None
-        or space.edge_space is None
-        or space.batch_edge_space is None
-    ):
-        edges = None
-    else:
-        edges = _stacked_json(space.edge_space, space.batch_edge_space, value.edges)
+    edge_space, batched, edges = space.edge_space, space.batch_edge_space, None
+    if value.edges is not None and edge_space is not None and batched is not None:
+        edges = _stacked_json(edge_space, batched, value.edges)
     links = None if value.edge_links is None else np.asarray(value.edge_links).tolist()
     return {"nodes": nodes, "edges": edges, "edge_links": links}
 
@@ -254,9 +249,8 @@ class _Mismatch(Exception):
     ) -> None:
         super().__init__(hint)
         self.raw, self.space, self.hint, self.verb = raw, space, hint, verb
-        self.path: list[
-            str
-        ] = []  # from the outermost space inwards, e.g. ['[1]', '["a"]']
+        # Where the part sits, outermost first: ['["b"]', "[1]"] reads ["b"][1].
+        self.path: list[str] = []
 
     def words(self) -> str:
         """Return "<value> <verb> <space>[: <hint>]" for this part."""
@@ -316,7 +310,10 @@ def _decode_box(space: spaces.Box[Any], raw: Any) -> Any:
     for value in values:  # only the dtype's range: outside [low, high] goes to the env
         if not low <= value <= high:
             raise _Mismatch(
-                raw, space, f"{value} is out of the {dtype} range", "does not fit"
+                raw,
+                space,
+                f"{_short(value)} is out of the {dtype} range",
+                "does not fit",
             )
     return np.array(values, dtype=dtype).reshape(space.shape)
 
@@ -329,7 +326,7 @@ def _decode_multi_discrete(space: spaces.MultiDiscrete[Any], raw: Any) -> Any:
     for i, (value, low, high) in enumerate(zip(values, lows, highs, strict=True)):
         if not low <= value <= high:
             at = np.unravel_index(i, space.shape)
-            hint = f"{value} at {list(map(int, at))} is outside [{low}, {high}]"
+            hint = f"{_short(value)} at {list(map(int, at))} is outside [{low}, {high}]"
             raise _Mismatch(raw, space, hint)
     return np.array(values, dtype=space.dtype).reshape(space.shape)
 
@@ -339,7 +336,7 @@ def _decode_multi_binary(space: spaces.MultiBinary, raw: Any) -> Any:
     values = _integers(space, raw, bools=True)  # true/false read naturally here
     for value in values:
         if value not in (0, 1):
-            raise _Mismatch(raw, space, f"{value} is not 0 or 1")
+            raise _Mismatch(raw, space, f"{_short(value)} is not 0 or 1")
     return np.array(values, dtype=space.dtype).reshape(space.shape)
 
 
@@ -480,10 +477,9 @@ def _integer(raw: Any) -> int | None:
         return None
     if isinstance(raw, int | np.integer):
         return int(raw)
+    # 1.0 is fine (the Rust crate sends floats); inf and nan are not integral
     if isinstance(raw, float | np.floating) and float(raw).is_integer():
-        return int(
-            raw
-        )  # 1.0 is fine (the Rust crate sends floats); inf/nan are not integral
+        return int(raw)
     return None
 
 
@@ -569,8 +565,8 @@ def _short(value: Any) -> str:
     """Return ``value`` as JSON text (repr if it is not JSON), cut to about 80 characters."""
     try:
         text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError):  # not JSON, or an int too long to print
+        text = _string(value, repr)
     return _cut(text, _VALUE_CHARS)
 
 
@@ -614,9 +610,9 @@ def json_safe(obj: Any) -> JSON:
     return _string(obj)
 
 
-def _string(obj: Any) -> str:
+def _string(obj: Any, text: Callable[[Any], str] = str) -> str:
     try:
-        return str(obj)
+        return text(obj)
     except Exception:  # a broken __str__ must not break the response
         return f"<{type(obj).__name__}>"
 

@@ -17,16 +17,26 @@ from envs_api import services
 
 
 class Command(BaseCommand):
-    help = "Apply pending migrations, then serve the API with a threaded HTTP/1.1 server."
+    help = (
+        "Apply pending migrations, then serve the API with a threaded HTTP/1.1 server."
+    )
 
     requires_system_checks: list[str] = []  # checked below, after argument parsing
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("-l", "--listen", default="127.0.0.1", help="interface to listen to")
-        parser.add_argument("-p", "--port", type=int, default=5000, help="port to bind to")
-        parser.add_argument("--threads", type=int, default=8, help="worker threads (default 8)")
         parser.add_argument(
-            "--no-migrate", action="store_true", help="do not apply pending migrations first"
+            "-l", "--listen", default="127.0.0.1", help="interface to listen to"
+        )
+        parser.add_argument(
+            "-p", "--port", type=int, default=5000, help="port to bind to"
+        )
+        parser.add_argument(
+            "--threads", type=int, default=8, help="worker threads (default 8)"
+        )
+        parser.add_argument(
+            "--no-migrate",
+            action="store_true",
+            help="do not apply pending migrations first",
         )
 
     def handle(self, *args: Any, **options: Any) -> str:
