@@ -191,11 +191,17 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "gymsite",
     "DESCRIPTION": (
-        "The gym-http-api v1 protocol on Gymnasium. Every error is "
-        '`{"message": "..."}`; numbers are strict JSON (+-inf as +-1e100, NaN as null).'
+        "The gym-http-api v1 protocol on Gymnasium. Every path is also served with the "
+        "other trailing-slash spelling, without a redirect. Every error is "
+        '`{"message": "..."}`; numbers are strict JSON (+-inf as +-1e100, NaN as null). '
+        "Space and value forms: see the README."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "envs_api.schema.protocol_paths",
+    ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
