@@ -266,3 +266,12 @@ def test_it_refuses_render_modes_a_server_cannot_serve(
 
     assert r.status_code == 400
     assert "rgb_array" in r.json()["message"]
+
+
+def test_it_serves_an_unversioned_id_as_its_latest_version(api: APIClient) -> None:
+    r = api.post("/v1/envs/", {"env_id": "CartPole"}, format="json")
+
+    body = r.json()
+    assert body["env_id"] == "CartPole-v1"
+    assert body["requested_env_id"] == "CartPole"
+    assert "CartPole-v1" in body["warning"]
