@@ -22,7 +22,8 @@ class EnvInstance(models.Model):
         help_text="The id the client asked for, when an alias mapped it.",
     )
     make_kwargs = models.JSONField(default=dict, blank=True)
-    seed = models.BigIntegerField(null=True, blank=True)
+    # Up to 2**64 - 1: clients with unsigned 64-bit seeds (e.g. Rust's u64) exist.
+    seed = models.DecimalField(max_digits=20, decimal_places=0, null=True, blank=True)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         models.CASCADE,

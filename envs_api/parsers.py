@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -23,5 +24,21 @@ class LenientJSONParser(BaseParser):
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise ParseError("Request is not a valid json") from None
+            data = _slow_loads(body)
         return {} if data is None else data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _slow_loads(body: bytes) -> Any:
+    """The standard library's parser, for what orjson refuses but JSON allows.
+
+    orjson stops at 64-bit integers; JSON itself has no limit (a u64 seed plus one
+    should get "seed: ..." rather than "not a valid json"). NaN and Infinity stay out.
+    """
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError):
+        raise ParseError("Request is not a valid json") from None

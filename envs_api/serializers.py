@@ -11,7 +11,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**64 - 1  # an unsigned 64-bit seed, as typed clients send it
 
 
 def _present(value: Any) -> bool:

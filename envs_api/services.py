@@ -161,7 +161,9 @@ def _restore(instance_id: str) -> LocalEnv:
             instance_id,
             env,
             env_id=row.env_id,
-            seed=_restored_seed(row.seed, row.episode_count),
+            seed=_restored_seed(
+                None if row.seed is None else int(row.seed), row.episode_count
+            ),
             steps=row.step_count,
             episodes=row.episode_count,
             restored=True,

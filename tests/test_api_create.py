@@ -201,7 +201,7 @@ def run(api: APIClient, instance_id: str, actions: list[int]) -> list[Any]:
     return trace
 
 
-@pytest.mark.parametrize("seed", [0, 1, 123456789])
+@pytest.mark.parametrize("seed", [0, 1, 123456789, 2**64 - 1])
 def test_it_makes_seeded_instances_reproducible(api: APIClient, seed: int) -> None:
     a = create(api, "CartPole-v1", seed=seed)
     b = create(api, "CartPole-v1", seed=seed)
@@ -239,7 +239,9 @@ def test_it_treats_an_empty_seed_as_none(api: APIClient, seed: Any) -> None:
     assert EnvInstance.objects.get(instance_id=instance_id).seed is None
 
 
-@pytest.mark.parametrize("seed", [-1, 1.5, "abc", True, 2**64, [1, 2], {"a": 1}])
+@pytest.mark.parametrize(
+    "seed", [-1, 1.5, "abc", True, 2**64, -(2**63), [1, 2], {"a": 1}]
+)
 def test_it_rejects_bad_seeds(api: APIClient, seed: Any) -> None:
     r = api.post("/v1/envs/", {"env_id": "CartPole-v1", "seed": seed}, format="json")
 
@@ -275,3 +277,13 @@ def test_it_serves_an_unversioned_id_as_its_latest_version(api: APIClient) -> No
     assert body["env_id"] == "CartPole-v1"
     assert body["requested_env_id"] == "CartPole"
     assert "CartPole-v1" in body["warning"]
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"env_id": "CartPole-v1", "seed": NaN}', b'{"env_id": Infinity}']
+)
+def test_it_refuses_non_json_number_literals(api: APIClient, body: bytes) -> None:
+    r = post_raw(api, "/v1/envs/", body, "application/json")
+
+    assert r.status_code == 400
+    assert r.json() == {"message": "Request is not a valid json"}
