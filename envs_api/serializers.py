@@ -157,3 +157,11 @@ class MonitorAnswer(serializers.Serializer):
 
 class EmptyAnswer(serializers.Serializer):
     """``{}``"""
+
+
+class UploadSerializer(ProtocolSerializer):
+    training_dir = serializers.CharField(
+        help_text="Ignored: the upload service is gone."
+    )
+    api_key = serializers.CharField(help_text="Ignored: the upload service is gone.")
+    algorithm_id = serializers.CharField(required=False)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
-from envs_api.views import EnvViewSet
+from envs_api.views import EnvViewSet, ShutdownView, UploadView
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -19,4 +20,8 @@ router = OptionalSlashRouter()
 router.register("envs", EnvViewSet, basename="env")
 
 app_name = "v1"
-urlpatterns = router.urls
+urlpatterns = [
+    *router.urls,
+    re_path(r"^upload/?$", UploadView.as_view(), name="upload"),
+    re_path(r"^shutdown/?$", ShutdownView.as_view(), name="shutdown"),
+]

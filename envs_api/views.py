@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+
 import orjson
+from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from envs_api import serializers as s
 from envs_api import services
@@ -160,3 +167,39 @@ def _literal(x: str) -> object:
         return orjson.loads(x)
     except orjson.JSONDecodeError:
         return x
+
+
+class UploadView(APIView):
+    """POST /v1/upload/: the scoreboard it uploaded to no longer exists."""
+
+    @extend_schema(
+        request=s.UploadSerializer,
+        responses={400: s.MessageAnswer, 410: s.MessageAnswer},
+    )
+    def post(self, request: Request) -> Response:
+        """Validate the parameters as the original did, then say the service is gone."""
+        _body(s.UploadSerializer, request)  # the original test suite checks these 400s
+        return Response(
+            {
+                "message": "The upload service (the OpenAI Gym scoreboard) no longer exists; "
+                "monitor results stay in this server's monitor folder"
+            },
+            status=410,
+        )
+
+
+class ShutdownView(APIView):
+    """POST /v1/shutdown/: stop the server, where the operator allows it, for staff."""
+
+    @extend_schema(request=None, responses={200: s.EmptyAnswer, 403: s.MessageAnswer})
+    def post(self, request: Request) -> Response:
+        """Stop the server process gracefully (counters are flushed first)."""
+        if not settings.GYM_ALLOW_SHUTDOWN:
+            raise PermissionDenied(
+                "Shutdown is disabled on this server (GYM_ALLOW_SHUTDOWN)"
+            )
+        if not request.user.is_staff:
+            raise PermissionDenied("Shutdown is for staff users only")
+        # After the answer is on its way: SIGTERM makes gymserver flush and exit.
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        return Response({})

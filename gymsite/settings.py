@@ -84,6 +84,8 @@ GYM_MONITOR_ROOT = Path(
 ).resolve()
 # Serve retired ids of old clients (FrozenLake-v0 ...) as their current version.
 GYM_LEGACY_ALIASES = env_bool("GYM_LEGACY_ALIASES", True)
+# POST /v1/shutdown/ stops the server (for staff users) only when this is on.
+GYM_ALLOW_SHUTDOWN = env_bool("GYM_ALLOW_SHUTDOWN", False)
 # Seconds between write-behind flushes of last-used times and counters (0: only on close/exit).
 GYM_FLUSH_INTERVAL = env_float("GYM_FLUSH_INTERVAL", 2.0)
 
