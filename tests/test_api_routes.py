@@ -378,3 +378,34 @@ def test_it_never_redirects(api: APIClient) -> None:
         assert (
             api.post(path, {"env_id": "CartPole-v1"}, format="json").status_code == 200
         )
+
+
+def test_it_answers_an_unexpected_error_in_json(
+    api: APIClient, monkeypatch: Any
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("envs_api.services.list_all", broken)
+
+    r = api.get("/v1/envs/")
+
+    assert r.status_code == 500
+    assert r.json() == {"message": "Internal server error (RuntimeError)"}
+
+
+def test_it_answers_a_django_level_error_in_json(db: None, monkeypatch: Any) -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("envs_api.admin.EnvInstanceAdmin.get_queryset", broken)
+    client = Client(raise_request_exception=False)
+    client.force_login(User.objects.create_superuser("root", "r@example.com", "pw"))
+
+    r = client.get("/admin/envs_api/envinstance/")
+
+    assert r.status_code == 500
+    assert r.json() == {"message": "Internal server error"}
