@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
 from envs_api import services
 from envs_api.models import EnvInstance
-from envs_api.runtime.errors import UsageError
 
 
 @admin.register(EnvInstance)
@@ -113,18 +115,39 @@ class EnvInstanceAdmin(admin.ModelAdmin):
 
 
 def _close_all(rows: Any, reason: str) -> int:
-    """Close each active row's instance, live env included; return how many."""
-    closed = 0
-    for row in rows:
-        if row.status != EnvInstance.Status.ACTIVE:
-            continue
-        try:
-            services.close(row.instance_id, reason=reason)
-            closed += 1
-        except UsageError:
-            pass  # closed meanwhile
-    return closed
+    """Close each active row's instance, live env included, whoever owns it."""
+    active = [row for row in rows if row.status == EnvInstance.Status.ACTIVE]
+    return sum(services.close_any(row.instance_id, reason) for row in active)
 
 
 def _pretty(info: Any) -> str:
     return format_html("<pre>{}</pre>", json.dumps(info, indent=2))
+
+
+# --- Users: instance counts and quota use next to each account ------------------
+
+User = get_user_model()
+
+
+class GymUserAdmin(UserAdmin):
+    list_display = (*UserAdmin.list_display, "active_instances", "quota_use")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        active = Count(
+            "env_instances", filter=Q(env_instances__status=EnvInstance.Status.ACTIVE)
+        )
+        return super().get_queryset(request).annotate(_active=active)
+
+    @admin.display(description="active instances", ordering="_active")
+    def active_instances(self, obj: Any) -> int:
+        return obj._active
+
+    @admin.display(description="quota use")
+    def quota_use(self, obj: Any) -> str:
+        limit = settings.GYM_MAX_INSTANCES_PER_USER
+        return f"{obj._active} / {limit} ({100 * obj._active // limit}%)"
+
+
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+admin.site.register(User, GymUserAdmin)

@@ -13,6 +13,7 @@ class EnvInstance(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active", "active"
         CLOSED = "closed", "closed"
+        EXPIRED = "expired", "expired (idle)"
 
     instance_id = models.CharField(max_length=32, unique=True, editable=False)
     env_id = models.CharField(max_length=200, help_text="The Gymnasium id served.")

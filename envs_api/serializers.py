@@ -56,6 +56,17 @@ class CreateEnvSerializer(ProtocolSerializer):
         max_length=32,
         help_text='Gymnasium render mode fixed at creation, e.g. "rgb_array" (enables video).',
     )
+    max_episode_steps = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=10**9,
+        help_text="Override the env's time limit (episodes are truncated after it).",
+    )
+    kwargs = serializers.DictField(
+        required=False,
+        help_text="Other gymnasium.make kwargs, only those the operator allows "
+        "(GYM_ALLOWED_MAKE_KWARGS).",
+    )
 
 
 class StepSerializer(ProtocolSerializer):
@@ -165,3 +176,8 @@ class UploadSerializer(ProtocolSerializer):
     )
     api_key = serializers.CharField(help_text="Ignored: the upload service is gone.")
     algorithm_id = serializers.CharField(required=False)
+
+
+class TokenAnswer(serializers.Serializer):
+    username = serializers.CharField()
+    token = serializers.CharField(help_text="Send as 'Authorization: Token <token>'.")

@@ -1,8 +1,11 @@
 """The use cases: the only module that talks to both the registry and the runtime.
 
-The step path stays in memory: last-used times and counters reach the registry
-through ``flush()``, which a background thread calls every GYM_FLUSH_INTERVAL
-seconds, and which close and process exit call too.
+Every use case takes the caller (a Django user, or AnonymousUser) and sees only the
+caller's instances: another user's id gets exactly the answer of an id that never
+existed. The step path stays in memory: last-used times and counters reach the
+registry through ``flush()``, which a background thread calls every
+GYM_FLUSH_INTERVAL seconds (and close and process exit call too); the same thread
+closes instances idle for longer than GYM_IDLE_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import atexit
 import logging
 import re
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,10 +35,21 @@ log = logging.getLogger(__name__)
 
 INSTANCE_ID_RE = re.compile(r"[0-9a-f]{1,32}")
 ACTIVE = EnvInstance.Status.ACTIVE
+# Usernames are [\w.@+-]; "~" can be in none, so these folders clash with no user's.
+ANONYMOUS_FOLDER = "~anonymous"
+_SAFE_FOLDER_RE = re.compile(r"[\w@+-][\w.@+-]*")
 
 _cache = EnvCache()
 # Serializes rebuilding instances from the registry with closing them.
 _registry_lock = threading.Lock()
+# Serializes quota checks with the row writes they allow.
+_create_lock = threading.Lock()
+
+
+class LimitReached(UsageError):
+    """A quota is full: 429."""
+
+    status_code = 429
 
 
 def env_cache() -> EnvCache:
@@ -42,27 +57,44 @@ def env_cache() -> EnvCache:
     return _cache
 
 
+def owner_id(user: Any) -> int | None:
+    """The registry's owner key of a caller: the user's pk, None when anonymous."""
+    return user.pk if user is not None and user.is_authenticated else None
+
+
 # --- create / list / close ---------------------------------------------------
 
 
 def create(
+    user: Any,
     env_id: str,
     *,
     seed: int | None = None,
-    owner: Any = None,
     render_mode: str | None = None,
+    max_episode_steps: int | None = None,
+    kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Make an env, write its registry row, and cache it; return the create answer."""
-    resolved = envids.resolve(env_id, aliases=settings.GYM_LEGACY_ALIASES)
-    kwargs = {"render_mode": render_mode} if render_mode else {}
-    env = envids.make(resolved.env_id, kwargs)
-    try:
-        live = _register(env, resolved, kwargs, seed, owner)
-    except BaseException:
-        env.close()  # nothing leaks when the row cannot be written
-        raise
-    _cache.add(live)
-    _flusher.ensure_started()
+    resolved = envids.resolve(
+        env_id, aliases=settings.GYM_LEGACY_ALIASES, allowed=settings.GYM_ALLOWED_ENVS
+    )
+    make_kwargs = dict(kwargs or {})
+    envids.check_kwargs(make_kwargs, settings.GYM_ALLOWED_MAKE_KWARGS)
+    if render_mode:
+        make_kwargs["render_mode"] = render_mode
+    if max_episode_steps:
+        make_kwargs["max_episode_steps"] = max_episode_steps
+    owner = owner_id(user)
+    with _create_lock:
+        _check_quotas(owner)
+        env = envids.make(resolved.env_id, make_kwargs)
+        try:
+            live = _register(env, resolved, make_kwargs, seed, owner)
+        except BaseException:
+            env.close()  # nothing leaks when the row cannot be written
+            raise
+        _cache.add(live)
+    _maintenance.ensure_started()
     answer: dict[str, Any] = {
         "instance_id": live.instance_id,
         "env_id": resolved.env_id,
@@ -73,26 +105,51 @@ def create(
     return answer
 
 
+def _check_quotas(owner: int | None) -> None:
+    """Refuse a create that would pass GYM_MAX_INSTANCES_PER_USER or GYM_MAX_INSTANCES."""
+    active = EnvInstance.objects.filter(status=ACTIVE)
+    per_user = settings.GYM_MAX_INSTANCES_PER_USER
+    if active.filter(owner_id=owner).count() >= per_user:
+        raise LimitReached(
+            f"Too many instances: you have {per_user} open, the limit per user "
+            "(GYM_MAX_INSTANCES_PER_USER); close one first"
+        )
+    total = settings.GYM_MAX_INSTANCES
+    if active.count() >= total:
+        raise LimitReached(
+            f"Too many instances: the server holds {total}, its limit (GYM_MAX_INSTANCES); "
+            "try again later"
+        )
+
+
 def _register(
     env: Any,
     resolved: envids.Resolved,
-    kwargs: dict[str, Any],
+    make_kwargs: dict[str, Any],
     seed: int | None,
-    owner: Any,
+    owner: int | None,
 ) -> LocalEnv:
     """Write the registry row under a fresh short id and wrap the env."""
     for _ in range(8):
         instance_id = uuid.uuid4().hex[:8]
-        live = LocalEnv(instance_id, env, env_id=resolved.env_id, seed=seed)
+        live = LocalEnv(
+            instance_id,
+            env,
+            env_id=resolved.env_id,
+            owner_id=owner,
+            seed=seed,
+            clock=_cache.clock,
+        )
         try:
             with transaction.atomic():
                 row = EnvInstance.objects.create(
                     instance_id=instance_id,
                     env_id=resolved.env_id,
                     requested_env_id=resolved.requested if resolved.warning else "",
-                    make_kwargs=kwargs,
+                    make_kwargs=make_kwargs,
                     seed=seed,
-                    owner=owner if getattr(owner, "is_authenticated", False) else None,
+                    owner_id=owner,
+                    last_used=_dt(live.last_used),
                     action_space=live.action_info,
                     observation_space=live.observation_info,
                 )
@@ -103,26 +160,55 @@ def _register(
     raise RuntimeError("could not draw a unique instance id")
 
 
-def list_all() -> dict[str, str]:
-    """Active instance id -> env id, as GET /v1/envs/ answers."""
-    rows = EnvInstance.objects.filter(status=ACTIVE).order_by("created")
+def list_all(user: Any) -> dict[str, str]:
+    """The caller's active instance id -> env id, as GET /v1/envs/ answers."""
+    rows = EnvInstance.objects.filter(status=ACTIVE, owner_id=owner_id(user)).order_by(
+        "created"
+    )
     return dict(rows.values_list("instance_id", "env_id"))
 
 
-def close(instance_id: str, reason: str = "closed by the client") -> None:
-    """Mark the row closed, then drop and close the live env."""
+def close(user: Any, instance_id: str, reason: str = "closed by the client") -> None:
+    """Mark the caller's row closed, then drop and close the live env."""
+    _close(instance_id, owner_id(user), EnvInstance.Status.CLOSED, reason)
+
+
+def close_any(instance_id: str, reason: str) -> bool:
+    """Close an instance whoever owns it (the admin); False if it was not active."""
+    try:
+        _close(instance_id, None, EnvInstance.Status.CLOSED, reason, check_owner=False)
+    except UsageError:
+        return False
+    return True
+
+
+def _close(
+    instance_id: str,
+    owner: int | None,
+    status: str,
+    reason: str,
+    *,
+    check_owner: bool = True,
+) -> None:
     with _registry_lock:
-        live = _cache.pop(instance_id)
-        fields: dict[str, Any] = {"status": EnvInstance.Status.CLOSED, "closed": now()}
-        fields["close_reason"] = reason
+        live = _cache.get(instance_id)
+        if live is not None and check_owner and live.owner_id != owner:
+            raise UnknownInstance(instance_id)
+        rows = EnvInstance.objects.filter(instance_id=instance_id, status=ACTIVE)
+        if check_owner:
+            rows = rows.filter(owner_id=owner)
+        fields: dict[str, Any] = {
+            "status": status,
+            "closed": now(),
+            "close_reason": reason,
+        }
         if live is not None:
+            _cache.pop(instance_id)
             steps, episodes, last_used = live.counters()
             fields.update(
                 step_count=steps, episode_count=episodes, last_used=_dt(last_used)
             )
-        updated = EnvInstance.objects.filter(
-            instance_id=instance_id, status=ACTIVE
-        ).update(**fields)
+        updated = rows.update(**fields)
     if live is not None:
         live.close()
     elif not updated:
@@ -132,48 +218,68 @@ def close(instance_id: str, reason: str = "closed by the client") -> None:
 # --- lookup and restore ------------------------------------------------------
 
 
-def lookup(instance_id: str) -> LocalEnv:
-    """The live env for an id: from memory, else rebuilt from its active row."""
+def lookup(user: Any, instance_id: str) -> LocalEnv:
+    """The caller's live env for an id: from memory, else rebuilt from its row."""
     live = _cache.get(instance_id)
     if live is not None and not live.closed:
+        if live.owner_id != owner_id(user):
+            raise UnknownInstance(instance_id)  # the very answer of an unknown id
         return live
-    return _restore(instance_id)
+    return _restore(instance_id, owner_id(user))
 
 
-def _restore(instance_id: str) -> LocalEnv:
+def _restore(instance_id: str, owner: int | None) -> LocalEnv:
     """Rebuild an instance that is active in the registry but not in memory."""
     if not INSTANCE_ID_RE.fullmatch(instance_id):
         raise UnknownInstance(instance_id)
     with _registry_lock:
         live = _cache.get(instance_id)
-        if live is not None and not live.closed:
-            return live  # another request rebuilt it meanwhile
-        row = EnvInstance.objects.filter(instance_id=instance_id, status=ACTIVE).first()
-        if row is None:
+        if live is not None and not live.closed:  # another request rebuilt it meanwhile
+            if live.owner_id != owner:
+                raise UnknownInstance(instance_id)
+            return live
+        row = EnvInstance.objects.filter(
+            instance_id=instance_id, owner_id=owner
+        ).first()
+        if row is None or row.status == EnvInstance.Status.CLOSED:
             raise UnknownInstance(instance_id)
-        try:
-            env = envids.make(row.env_id, dict(row.make_kwargs))
-        except UsageError as exc:
+        if row.status == EnvInstance.Status.EXPIRED:
             raise UsageError(
-                f"Instance {instance_id} could not be restored: {exc}"
-            ) from None
-        live = LocalEnv(
-            instance_id,
-            env,
-            env_id=row.env_id,
-            seed=_restored_seed(
-                None if row.seed is None else int(row.seed), row.episode_count
-            ),
-            steps=row.step_count,
-            episodes=row.episode_count,
-            restored=True,
-        )
-        live.row_pk = row.pk
-        if row.monitor_dir:
-            _reapply_monitor(live, row)
+                f"Instance_id {instance_id} was closed by the server: {row.close_reason}; "
+                "create a new instance"
+            )
+        live = _rebuild(row)
         _cache.add(live)
-    _flusher.ensure_started()
+    _maintenance.ensure_started()
     log.info("restored instance %s (%s) from the registry", instance_id, row.env_id)
+    return live
+
+
+def _rebuild(row: EnvInstance) -> LocalEnv:
+    """A live env from a registry row, checked against today's allowlists."""
+    try:
+        envids.resolve(row.env_id, aliases=False, allowed=settings.GYM_ALLOWED_ENVS)
+        env = envids.make(row.env_id, dict(row.make_kwargs))
+    except UsageError as exc:
+        raise UsageError(
+            f"Instance {row.instance_id} could not be restored: {exc}"
+        ) from None
+    live = LocalEnv(
+        row.instance_id,
+        env,
+        env_id=row.env_id,
+        owner_id=row.owner_id,
+        seed=_restored_seed(
+            None if row.seed is None else int(row.seed), row.episode_count
+        ),
+        steps=row.step_count,
+        episodes=row.episode_count,
+        restored=True,
+        clock=_cache.clock,
+    )
+    live.row_pk = row.pk
+    if row.monitor_dir:
+        _reapply_monitor(live, row)
     return live
 
 
@@ -191,10 +297,7 @@ def _reapply_monitor(live: LocalEnv, row: EnvInstance) -> None:
             settings.GYM_MONITOR_ROOT, row.monitor_dir
         )
         live.start_monitor(
-            directory,
-            force=False,
-            resume=True,
-            video_every=row.monitor_video_every,
+            directory, force=False, resume=True, video_every=row.monitor_video_every
         )
     except UsageError as exc:  # e.g. the root moved: serve the env, drop the monitor
         log.warning("instance %s: monitor not restored: %s", row.instance_id, exc)
@@ -203,34 +306,48 @@ def _reapply_monitor(live: LocalEnv, row: EnvInstance) -> None:
 # --- monitor -------------------------------------------------------------------
 
 
-def monitor_start(
-    instance_id: str, directory: str, *, force: bool, resume: bool, video_callable: Any
-) -> dict[str, Any]:
-    """Start recording results into a folder under the monitor root."""
+def monitor_root(user: Any) -> Path:
+    """The caller's own folder under GYM_MONITOR_ROOT: users never share results."""
     root: Path = settings.GYM_MONITOR_ROOT
-    path = monitor.resolve_directory(root, directory)
+    if not user.is_authenticated:
+        return root / ANONYMOUS_FOLDER
+    name = user.get_username()
+    return root / (name if _SAFE_FOLDER_RE.fullmatch(name) else f"~user-{user.pk}")
+
+
+def monitor_start(
+    user: Any,
+    instance_id: str,
+    directory: str,
+    *,
+    force: bool,
+    resume: bool,
+    video_callable: Any,
+) -> dict[str, Any]:
+    """Start recording results into a folder under the caller's monitor root."""
+    live = lookup(user, instance_id)  # an unknown id outranks a bad directory
+    path = monitor.resolve_directory(monitor_root(user), directory)
     video_every = monitor.parse_video_callable(video_callable)
-    live = lookup(instance_id)
     warnings = live.start_monitor(
         path, force=force, resume=resume, video_every=video_every
     )
     EnvInstance.objects.filter(pk=live.row_pk).update(
-        monitor_dir=str(path.relative_to(root.resolve())),
+        monitor_dir=str(path.relative_to(Path(settings.GYM_MONITOR_ROOT).resolve())),
         monitor_video_every=video_every,
     )
     return {"warning": "; ".join(warnings)} if warnings else {}
 
 
-def monitor_close(instance_id: str) -> None:
+def monitor_close(user: Any, instance_id: str) -> None:
     """Flush and stop the monitor; the instance stays usable."""
-    live = lookup(instance_id)
+    live = lookup(user, instance_id)
     live.close_monitor()
     EnvInstance.objects.filter(pk=live.row_pk).update(
         monitor_dir="", monitor_video_every=None
     )
 
 
-# --- write-behind --------------------------------------------------------------
+# --- write-behind and idle clean-up -------------------------------------------
 
 
 def _dt(timestamp: float) -> datetime:
@@ -266,45 +383,96 @@ def flush() -> int:
     return len(rows)
 
 
-class _Flusher:
-    """A daemon thread that calls flush() every GYM_FLUSH_INTERVAL seconds."""
+def reap() -> list[str]:
+    """Close the instances unused for GYM_IDLE_TIMEOUT seconds; return their ids.
+
+    Live envs are judged by their in-memory last use; rows with no live env (the
+    process restarted) by the registry's.
+    """
+    timeout = settings.GYM_IDLE_TIMEOUT
+    if timeout <= 0:
+        return []
+    cutoff = _cache.clock() - timeout
+    reason = f"idle for more than {timeout:g} s (GYM_IDLE_TIMEOUT)"
+    expired = []
+    for live in _cache.idle_since(cutoff):
+        if _expire(live.instance_id, cutoff, reason):
+            expired.append(live.instance_id)
+    stale = EnvInstance.objects.filter(status=ACTIVE, last_used__lt=_dt(cutoff))
+    for instance_id in stale.values_list("instance_id", flat=True):
+        if instance_id not in _cache and _expire(instance_id, cutoff, reason):
+            expired.append(instance_id)
+    if expired:
+        log.info("closed %d idle instance(s): %s", len(expired), ", ".join(expired))
+    return expired
+
+
+def _expire(instance_id: str, cutoff: float, reason: str) -> bool:
+    """Mark one idle instance expired, unless it was used meanwhile."""
+    live = _cache.get(instance_id)
+    if live is not None and live.last_used >= cutoff:
+        return False
+    try:
+        _close(instance_id, None, EnvInstance.Status.EXPIRED, reason, check_owner=False)
+    except UsageError:
+        return False
+    return True
+
+
+class _Maintenance:
+    """A daemon thread: flush() every GYM_FLUSH_INTERVAL s, reap() now and then."""
 
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._last_reap = 0.0
 
     def ensure_started(self) -> None:
-        if self._thread is not None or settings.GYM_FLUSH_INTERVAL <= 0:
+        if self._thread is not None or not settings.GYM_MAINTENANCE:
             return
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._run, name="gym-flusher", daemon=True
+                    target=self._run, name="gym-maintenance", daemon=True
                 )
                 self._thread.start()
                 atexit.register(self.stop)
 
     def _run(self) -> None:
-        while not self._stop.wait(settings.GYM_FLUSH_INTERVAL):
+        tick = settings.GYM_FLUSH_INTERVAL or 1.0  # 0: flush only on close and exit
+        while not self._stop.wait(tick):
             self._pass()
 
     def _pass(self) -> None:
         close_old_connections()
         try:
-            flush()
+            if settings.GYM_FLUSH_INTERVAL > 0:
+                flush()
+            # Reap every tenth of the timeout (at most each minute): cheap, and close
+            # enough to the limit.
+            timeout = settings.GYM_IDLE_TIMEOUT
+            if timeout > 0 and time.monotonic() - self._last_reap >= min(
+                60.0, timeout / 10
+            ):
+                self._last_reap = time.monotonic()
+                reap()
         except Exception:
-            log.exception("write-behind flush failed; will retry")
+            log.exception("maintenance pass failed; will retry")
 
     def stop(self) -> None:
         """Stop the thread and write what is left."""
         self._stop.set()
-        self._pass()
+        close_old_connections()
+        try:
+            flush()
+        except Exception:
+            log.exception("final flush failed")
 
 
-_flusher = _Flusher()
+_maintenance = _Maintenance()
 
 
 def shutdown() -> None:
     """Flush before the process exits (the server command calls this)."""
-    _flusher.stop()
+    _maintenance.stop()

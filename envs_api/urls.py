@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
-from envs_api.views import EnvViewSet, ShutdownView, UploadView
+from envs_api.views import EnvViewSet, ShutdownView, TokenView, UploadView
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -24,4 +24,5 @@ urlpatterns = [
     *router.urls,
     re_path(r"^upload/?$", UploadView.as_view(), name="upload"),
     re_path(r"^shutdown/?$", ShutdownView.as_view(), name="shutdown"),
+    re_path(r"^token/?$", TokenView.as_view(), name="token"),
 ]

@@ -8,8 +8,10 @@ import threading
 
 import orjson
 from django.conf import settings
+from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import viewsets
+from rest_framework.authtoken.models import Token
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
@@ -18,6 +20,8 @@ from rest_framework.views import APIView
 
 from envs_api import serializers as s
 from envs_api import services
+from envs_api.permissions import IsAuthenticatedUser
+from envs_api.throttles import GymCreateThrottle
 
 ERRORS = {400: s.MessageAnswer}
 INSTANCE = OpenApiParameter(
@@ -48,28 +52,36 @@ class EnvViewSet(viewsets.GenericViewSet):
     def get_serializer_class(self) -> type:
         return self.serializer_classes.get(self.action, s.EmptySerializer)
 
+    def get_throttles(self) -> list:
+        throttles = super().get_throttles()
+        if self.action == "create":
+            throttles.append(GymCreateThrottle())
+        return throttles
+
     @extend_schema(parameters=[], responses={200: s.CreateAnswer, **ERRORS})
     def create(self, request: Request) -> Response:
         """Create an instance of an environment (200, never 201)."""
         data = _body(s.CreateEnvSerializer, request)
         answer = services.create(
+            request.user,
             data["env_id"],
             seed=data.get("seed"),
-            owner=request.user,
             render_mode=data.get("render_mode"),
+            max_episode_steps=data.get("max_episode_steps"),
+            kwargs=data.get("kwargs"),
         )
         return Response(answer)
 
     @extend_schema(parameters=[], responses={200: s.ListAnswer})
     def list(self, request: Request) -> Response:
         """List the active instances."""
-        return Response({"all_envs": services.list_all()})
+        return Response({"all_envs": services.list_all(request.user)})
 
     @extend_schema(request=None, responses={200: s.ResetAnswer, **ERRORS})
     @action(detail=True, methods=["post"])
     def reset(self, request: Request, instance_id: str) -> Response:
         """Reset the environment; the body is ignored."""
-        return Response(services.lookup(instance_id).reset())
+        return Response(services.lookup(request.user, instance_id).reset())
 
     @extend_schema(responses={200: s.StepAnswer, **ERRORS})
     @action(detail=True, methods=["post"])
@@ -77,20 +89,24 @@ class EnvViewSet(viewsets.GenericViewSet):
         """Run one timestep with an action."""
         data = _body(s.StepSerializer, request)
         return Response(
-            services.lookup(instance_id).step(data["action"], data["render"])
+            services.lookup(request.user, instance_id).step(
+                data["action"], data["render"]
+            )
         )
 
     @extend_schema(responses={200: s.SpaceAnswer, **ERRORS})
     @action(detail=True, methods=["get"], url_path="action_space")
     def action_space(self, request: Request, instance_id: str) -> Response:
         """Describe the action space."""
-        return Response({"info": services.lookup(instance_id).action_info})
+        return Response(
+            {"info": services.lookup(request.user, instance_id).action_info}
+        )
 
     @extend_schema(responses={200: s.SampleAnswer, **ERRORS})
     @action(detail=True, methods=["get"], url_path="action_space/sample")
     def action_space_sample(self, request: Request, instance_id: str) -> Response:
         """A random action."""
-        return Response({"action": services.lookup(instance_id).sample()})
+        return Response({"action": services.lookup(request.user, instance_id).sample()})
 
     @extend_schema(
         parameters=[
@@ -110,14 +126,16 @@ class EnvViewSet(viewsets.GenericViewSet):
         self, request: Request, instance_id: str, x: str
     ) -> Response:
         """Whether ``x`` is a member of the action space (unparseable -> false)."""
-        live = services.lookup(instance_id)
+        live = services.lookup(request.user, instance_id)
         return Response({"member": live.action_contains(_literal(x))})
 
     @extend_schema(responses={200: s.SpaceAnswer, **ERRORS})
     @action(detail=True, methods=["get"], url_path="observation_space")
     def observation_space(self, request: Request, instance_id: str) -> Response:
         """Describe the observation space."""
-        return Response({"info": services.lookup(instance_id).observation_info})
+        return Response(
+            {"info": services.lookup(request.user, instance_id).observation_info}
+        )
 
     @extend_schema(
         request={"application/json": {"type": "object", "additionalProperties": True}},
@@ -128,7 +146,7 @@ class EnvViewSet(viewsets.GenericViewSet):
         self, request: Request, instance_id: str
     ) -> Response:
         """Whether each given property equals the observation space's info."""
-        live = services.lookup(instance_id)
+        live = services.lookup(request.user, instance_id)
         return Response({"member": live.observation_matches(request.data)})
 
     @extend_schema(responses={200: s.MonitorAnswer, **ERRORS})
@@ -136,8 +154,8 @@ class EnvViewSet(viewsets.GenericViewSet):
     def monitor_start(self, request: Request, instance_id: str) -> Response:
         """Record episode statistics (and video) into a folder under the monitor root."""
         data = _body(s.MonitorStartSerializer, request)
-        services.lookup(instance_id)  # an unknown id outranks a bad directory
         answer = services.monitor_start(
+            request.user,
             instance_id,
             data["directory"],
             force=data["force"],
@@ -150,14 +168,14 @@ class EnvViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"], url_path="monitor/close")
     def monitor_close(self, request: Request, instance_id: str) -> Response:
         """Flush the monitor's results; the body is ignored."""
-        services.monitor_close(instance_id)
+        services.monitor_close(request.user, instance_id)
         return Response({})
 
     @extend_schema(request=None, responses={200: s.EmptyAnswer, **ERRORS})
     @action(detail=True, methods=["post"])
     def close(self, request: Request, instance_id: str) -> Response:
         """Close the instance for good; the body is ignored."""
-        services.close(instance_id)
+        services.close(request.user, instance_id)
         return Response({})
 
 
@@ -203,3 +221,23 @@ class ShutdownView(APIView):
         # After the answer is on its way: SIGTERM makes gymserver flush and exit.
         threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
         return Response({})
+
+
+class TokenView(APIView):
+    """GET /v1/token/: your API token; POST: replace it with a new one."""
+
+    permission_classes = [IsAuthenticatedUser]
+
+    @extend_schema(request=None, responses={200: s.TokenAnswer, 401: s.MessageAnswer})
+    def get(self, request: Request) -> Response:
+        """Show your token (made on first use)."""
+        token, _ = Token.objects.get_or_create(user=request.user)
+        return Response({"username": request.user.get_username(), "token": token.key})
+
+    @extend_schema(request=None, responses={200: s.TokenAnswer, 401: s.MessageAnswer})
+    def post(self, request: Request) -> Response:
+        """Rotate your token: the old one stops working at once."""
+        with transaction.atomic():
+            Token.objects.filter(user=request.user).delete()
+            token = Token.objects.create(user=request.user)
+        return Response({"username": request.user.get_username(), "token": token.key})

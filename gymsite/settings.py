@@ -43,6 +43,36 @@ def env_float(name: str, default: float, minimum: float = 0.0) -> float:
     return number
 
 
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    """Read a whole number from the environment."""
+    value = os.getenv(name, "").strip()
+    if value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r}: use a whole number") from None
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name}={value!r}: use a number >= {minimum}")
+    return number
+
+
+def env_rate(name: str, default: str | None) -> str | None:
+    """Read a DRF throttle rate such as ``120/min`` ("" or "off": no throttle)."""
+    value = os.getenv(name)
+    if value is None:
+        return default
+    value = value.strip().lower()
+    if value in ("", "off", "none", "0"):
+        return None
+    count, _, period = value.partition("/")
+    if not count.isdigit() or period[:1] not in ("s", "m", "h", "d"):
+        raise ImproperlyConfigured(
+            f"{name}={value!r}: use a rate such as 100/s, 120/min, 5000/hour"
+        )
+    return value
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     """Read a comma-separated list from the environment."""
     value = os.getenv(name)
@@ -88,6 +118,28 @@ GYM_LEGACY_ALIASES = env_bool("GYM_LEGACY_ALIASES", True)
 GYM_ALLOW_SHUTDOWN = env_bool("GYM_ALLOW_SHUTDOWN", False)
 # Seconds between write-behind flushes of last-used times and counters (0: only on close/exit).
 GYM_FLUSH_INTERVAL = env_float("GYM_FLUSH_INTERVAL", 2.0)
+# Run the background thread that flushes counters and closes idle instances.
+GYM_MAINTENANCE = env_bool("GYM_MAINTENANCE", True)
+
+# --- Multi-user ---------------------------------------------------------------
+# Unauthenticated requests are served (as one shared "anonymous" user) when true.
+GYM_ALLOW_ANONYMOUS = env_bool("GYM_ALLOW_ANONYMOUS", True)
+GYM_MAX_INSTANCES_PER_USER = env_int("GYM_MAX_INSTANCES_PER_USER", 32, minimum=1)
+GYM_MAX_INSTANCES = env_int("GYM_MAX_INSTANCES", 1024, minimum=1)
+# Request bodies larger than this are refused with 413 before they are read.
+GYM_MAX_BODY_BYTES = env_int("GYM_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+# Seconds an instance may sit unused before the server closes it (0: never).
+GYM_IDLE_TIMEOUT = env_float("GYM_IDLE_TIMEOUT", 3600.0)
+# Glob patterns of env ids that may be created. "*" matches every registered id but
+# never an id that names a module to import (pkg.mod:Env): list those explicitly.
+GYM_ALLOWED_ENVS = env_list("GYM_ALLOWED_ENVS", ["*"])
+# Make kwargs a client may pass in "kwargs" (render_mode and max_episode_steps are
+# always accepted).
+GYM_ALLOWED_MAKE_KWARGS = env_list("GYM_ALLOWED_MAKE_KWARGS", [])
+# Browser origins allowed to call the API (CORS); empty: CORS off.
+GYM_CORS_ORIGINS = env_list("GYM_CORS_ORIGINS", [])
+# Seconds a verified token or password is remembered in memory.
+GYM_AUTH_CACHE_SECONDS = env_float("GYM_AUTH_CACHE_SECONDS", 60.0)
 
 # --- Database ---------------------------------------------------------------
 DATABASES = {
@@ -117,12 +169,16 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
+    "corsheaders",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "envs_api",
 ]
 
 MIDDLEWARE = [
+    "envs_api.middleware.BodySizeLimitMiddleware",
+    *(["corsheaders.middleware.CorsMiddleware"] if GYM_CORS_ORIGINS else []),
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -217,4 +273,7 @@ LOGGING = {
     # Client mistakes (4xx) are answered, not logged: one line each would drown the log.
     "loggers": {"django.request": {"level": "ERROR"}},
 }
+CORS_ALLOWED_ORIGINS = GYM_CORS_ORIGINS
+CORS_URLS_REGEX = r"^/(v1|api)/.*$"
+
 CSRF_FAILURE_VIEW = "envs_api.exceptions.csrf_failure"

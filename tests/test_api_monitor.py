@@ -42,7 +42,9 @@ def test_it_records_episode_statistics_under_the_root(
     r = api.post(f"/v1/envs/{cartpole}/monitor/close/")
 
     assert (r.status_code, r.content) == (200, b"{}")
-    folder = monitor_root / "tmp" / "random-agent-results"
+    folder = (
+        monitor_root / "~anonymous" / "tmp" / "random-agent-results"
+    )  # anonymous folder
     recorded = stats(folder)
     assert recorded["episode_lengths"] == lengths
     assert recorded["episode_rewards"] == [float(n) for n in lengths]
@@ -63,7 +65,7 @@ def test_it_remembers_the_monitor_folder_in_the_registry(
 ) -> None:
     start(api, cartpole, directory="/a/b/")
     row = EnvInstance.objects.get(instance_id=cartpole)
-    assert (row.monitor_dir, row.monitor_video_every) == ("a/b", None)
+    assert (row.monitor_dir, row.monitor_video_every) == ("~anonymous/a/b", None)
 
     api.post(f"/v1/envs/{cartpole}/monitor/close/")
     row.refresh_from_db()
@@ -82,7 +84,11 @@ def test_it_resumes_the_monitor_of_a_restored_instance(
     second = play_episode(api, cartpole)
     api.post(f"/v1/envs/{cartpole}/monitor/close/")
 
-    files = sorted((monitor_root / "runs").glob("openaigym.episode_batch.*.stats.json"))
+    files = sorted(
+        (monitor_root / "~anonymous" / "runs").glob(
+            "openaigym.episode_batch.*.stats.json"
+        )
+    )
     lengths = [json.loads(f.read_text())["episode_lengths"] for f in files]
     assert sorted(lengths) == sorted([[first], [second]])
 
@@ -117,7 +123,7 @@ def test_it_requires_a_directory(
 def test_it_clears_earlier_results_with_force(
     api: APIClient, cartpole: str, monitor_root: Path
 ) -> None:
-    folder = monitor_root / "runs"
+    folder = monitor_root / "~anonymous" / "runs"
     folder.mkdir(parents=True)
     (folder / "openaigym.episode_batch.old.stats.json").write_text("{}")
     (folder / "notes.txt").write_text("mine")
@@ -133,7 +139,7 @@ def test_it_clears_earlier_results_with_force(
 def test_it_keeps_earlier_results_with_resume(
     api: APIClient, cartpole: str, monitor_root: Path
 ) -> None:
-    folder = monitor_root / "runs"
+    folder = monitor_root / "~anonymous" / "runs"
     folder.mkdir(parents=True)
     (folder / "openaigym.episode_batch.old.stats.json").write_text("{}")
 
@@ -148,7 +154,7 @@ def test_it_keeps_earlier_results_with_resume(
 def test_it_refuses_to_mix_results_without_force_or_resume(
     api: APIClient, cartpole: str, monitor_root: Path
 ) -> None:
-    folder = monitor_root / "runs"
+    folder = monitor_root / "~anonymous" / "runs"
     folder.mkdir(parents=True)
     (folder / "openaigym.episode_batch.old.stats.json").write_text("{}")
 
@@ -197,4 +203,4 @@ def test_it_flushes_the_monitor_when_the_instance_closes(
 
     api.post(f"/v1/envs/{cartpole}/close/")
 
-    assert stats(monitor_root / "runs")["episode_lengths"] == [length]
+    assert stats(monitor_root / "~anonymous" / "runs")["episode_lengths"] == [length]

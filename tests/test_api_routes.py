@@ -383,7 +383,7 @@ def test_it_never_redirects(api: APIClient) -> None:
 def test_it_answers_an_unexpected_error_in_json(
     api: APIClient, monkeypatch: Any
 ) -> None:
-    def broken() -> None:
+    def broken(*args: Any) -> None:
         raise RuntimeError("a bug")
 
     monkeypatch.setattr("envs_api.services.list_all", broken)

@@ -46,6 +46,7 @@ class LocalEnv:
         env: gym.Env[Any, Any],
         *,
         env_id: str = "",
+        owner_id: int | None = None,
         seed: int | None = None,
         steps: int = 0,
         episodes: int = 0,
@@ -54,6 +55,7 @@ class LocalEnv:
     ) -> None:
         self.instance_id = instance_id
         self.env_id = env_id
+        self.owner_id = owner_id  # None: the anonymous user
         self.env = env
         self.lock = threading.Lock()
         self.closed = False

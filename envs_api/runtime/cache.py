@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 from envs_api.runtime.backends import LocalEnv
 
 
 class EnvCache:
-    """Thread-safe map of the live environments of this process."""
+    """Thread-safe map of the live environments of this process.
 
-    def __init__(self) -> None:
+    ``clock`` (wall-clock seconds) stamps every use; tests inject a fake one to move
+    time without sleeping.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self._entries: dict[str, LocalEnv] = {}
         self._lock = threading.Lock()  # guards _entries; each LocalEnv has its own
 
@@ -32,6 +39,10 @@ class EnvCache:
         """The live envs at this moment."""
         with self._lock:
             return list(self._entries.values())
+
+    def idle_since(self, cutoff: float) -> list[LocalEnv]:
+        """The live envs last used before ``cutoff``."""
+        return [live for live in self.snapshot() if live.last_used < cutoff]
 
     def __len__(self) -> int:
         return len(self._entries)

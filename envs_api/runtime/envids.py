@@ -6,7 +6,9 @@ A raw client string never reaches ``gym.make``: ids that would import a module
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Any
 
 import gymnasium as gym
@@ -41,6 +43,8 @@ LEGACY_ALIASES: dict[str, str] = {
     "CarRacing-v2": "CarRacing-v3",
 }
 
+ALWAYS_ALLOWED_KWARGS = frozenset({"render_mode", "max_episode_steps"})
+
 # A server has no display: "human" rendering would open a window on it.
 SERVER_RENDER_MODES = frozenset({"rgb_array", "rgb_array_list", "ansi", "ansi_list"})
 
@@ -54,13 +58,45 @@ class Resolved:
     warning: str | None = None
 
 
-def resolve(env_id: str, *, aliases: bool = True) -> Resolved:
-    """Map a client's env id to a registered one, or raise UsageError."""
+def resolve(
+    env_id: str, *, aliases: bool = True, allowed: Sequence[str] = ("*",)
+) -> Resolved:
+    """Map a client's env id to a servable one, or raise UsageError.
+
+    ``allowed`` holds glob patterns (GYM_ALLOWED_ENVS). An id naming a module to import
+    (``pkg.mod:Env-v0``) passes only a pattern that itself contains ``:``, so ``*``
+    never lets a client make the server import a module.
+    """
     if ":" in env_id:
+        if ENV_ID_RE.fullmatch(env_id) and any(
+            ":" in pattern and fnmatchcase(env_id, pattern) for pattern in allowed
+        ):
+            return Resolved(env_id, env_id)
         raise UsageError(
             f"Error creating environment with ID {env_id}: ids naming a module to import "
-            "(module:Name) are not served; use a registered id such as CartPole-v1"
+            "(module:Name) are served only when the operator lists them in GYM_ALLOWED_ENVS"
         )
+    resolved = _resolve_registered(env_id, aliases)
+    if not any(":" not in p and fnmatchcase(resolved.env_id, p) for p in allowed):
+        raise UsageError(
+            f"Environment {resolved.env_id} is not allowed on this server (GYM_ALLOWED_ENVS)"
+        )
+    return resolved
+
+
+def check_kwargs(kwargs: dict[str, Any], allowed: Sequence[str]) -> None:
+    """Refuse make kwargs the operator has not listed (GYM_ALLOWED_MAKE_KWARGS)."""
+    for name in kwargs:
+        if name not in ALWAYS_ALLOWED_KWARGS and name not in allowed:
+            listed = ", ".join(sorted({*ALWAYS_ALLOWED_KWARGS, *allowed}))
+            raise UsageError(
+                f"Make kwarg {name!r} is not allowed on this server; allowed: {listed} "
+                "(GYM_ALLOWED_MAKE_KWARGS)"
+            )
+
+
+def _resolve_registered(env_id: str, aliases: bool) -> Resolved:
+    """Map an id without a module part to a registered one."""
     if ENV_ID_RE.fullmatch(env_id) is None or env_id.strip() != env_id:
         raise UsageError(
             f"Attempted to look up malformed environment ID: {env_id!r}. "
@@ -96,6 +132,8 @@ def resolve(env_id: str, *, aliases: bool = True) -> Resolved:
 
 def make(env_id: str, kwargs: dict[str, Any]) -> gym.Env[Any, Any]:
     """Make a registered env, turning every creation failure into a UsageError."""
+    if ":" in env_id:  # allowlisted by the operator: importing the module registers it
+        return _make(env_id, env_id, kwargs)
     spec = gym.registry.get(env_id)
     if spec is None:  # e.g. a registry row from before a package was removed
         raise UsageError(f"Error creating environment with ID {env_id}: not registered")
@@ -108,8 +146,12 @@ def make(env_id: str, kwargs: dict[str, Any]) -> gym.Env[Any, Any]:
                 f"render_mode {render_mode!r} is not available for {env_id} on this server; "
                 f"choose one of {allowed}"
             )
+    return _make(spec, env_id, kwargs)
+
+
+def _make(target: Any, env_id: str, kwargs: dict[str, Any]) -> gym.Env[Any, Any]:
     try:
-        return gym.make(spec, **kwargs)
+        return gym.make(target, **kwargs)
     except gym_error.DependencyNotInstalled as exc:
         raise UsageError(f"Dependency not installed: {exc}") from None
     except (gym_error.Error, TypeError, ValueError, AssertionError, ImportError) as exc:

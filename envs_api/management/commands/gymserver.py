@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import sys
 from types import FrameType
@@ -9,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.wsgi import get_wsgi_application
 from waitress.server import create_server
 
@@ -41,6 +42,17 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> str:
         self.check(display_num_errors=False)
+        if (
+            settings.GYM_ALLOW_ANONYMOUS
+            and not _is_loopback(options["listen"])
+            and not options["allow_anonymous_remote"]
+        ):
+            raise CommandError(
+                f"Refusing to listen on {options['listen']} with anonymous access on: anyone "
+                "who can reach the port could use and close every anonymous instance. Set "
+                "GYM_ALLOW_ANONYMOUS=false and give users tokens (manage.py gymuser NAME), "
+                "or pass --allow-anonymous-remote if this network is yours alone."
+            )
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
         server = create_server(
@@ -49,6 +61,10 @@ class Command(BaseCommand):
             port=options["port"],
             threads=max(1, options["threads"]),
             ident="gymsite",
+            # Refused with waitress's own 413 before being read; smaller oversized
+            # bodies get the JSON 413 of BodySizeLimitMiddleware. Bodies over 512 KiB
+            # are spooled to disk, not memory, until then.
+            max_request_body_size=max(16 * 2**20, 4 * settings.GYM_MAX_BODY_BYTES),
             clear_untrusted_proxy_headers=True,
         )
         signal.signal(signal.SIGTERM, _exit)
@@ -67,6 +83,16 @@ class Command(BaseCommand):
             server.close()
             services.shutdown()  # write the counters still held in memory
         return "gymsite stopped"
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) only listens on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _exit(signum: int, frame: FrameType | None) -> None:
