@@ -17,7 +17,11 @@ from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.db.models.signals import post_delete, post_save
 from rest_framework import exceptions
-from rest_framework.authentication import BasicAuthentication, TokenAuthentication
+from rest_framework.authentication import (
+    BasicAuthentication,
+    TokenAuthentication,
+    get_authorization_header,
+)
 from rest_framework.authtoken.models import Token
 
 
@@ -70,10 +74,16 @@ class CachedTokenAuthentication(TokenAuthentication):
     """``Authorization: Token <key>`` (also ``Bearer <key>``)."""
 
     def authenticate(self, request: Any) -> tuple[Any, Any] | None:
-        header = request.META.get("HTTP_AUTHORIZATION", "")
-        if header[:7].lower() == "bearer ":
-            request.META["HTTP_AUTHORIZATION"] = "Token " + header[7:]
-        return super().authenticate(request)
+        auth = get_authorization_header(request).split()
+        if not auth or auth[0].lower() not in (b"token", b"bearer"):
+            return None
+        if len(auth) != 2:
+            raise exceptions.AuthenticationFailed("Invalid token header: 'Token <key>'")
+        try:
+            key = auth[1].decode()
+        except UnicodeError:
+            raise exceptions.AuthenticationFailed("Invalid token header") from None
+        return self.authenticate_credentials(key)
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
         digest = _digest("token", key)

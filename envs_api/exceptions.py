@@ -18,6 +18,10 @@ __all__ = ["UsageError", "UnknownInstance", "api_exception_handler"]
 log = logging.getLogger(__name__)
 
 _EMPTY_CODES = {"required", "null", "blank", "empty"}
+NOT_AUTHENTICATED = (
+    "Authentication required: send 'Authorization: Token <key>', or HTTP Basic with your "
+    "username and token (http://user:token@host:port/)"
+)
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
@@ -43,6 +47,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 
 def _message(exc: Exception, data: Any) -> str:
     """One sentence from DRF's error data; required parameters as the protocol says."""
+    if isinstance(exc, exceptions.NotAuthenticated):
+        return NOT_AUTHENTICATED
     if isinstance(exc, exceptions.ValidationError) and isinstance(data, dict):
         details = exc.get_full_details()
         field, errors = next(iter(details.items()))

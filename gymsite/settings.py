@@ -238,9 +238,20 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PARSER_CLASSES": ["envs_api.parsers.LenientJSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication"
+        "envs_api.authentication.CachedBasicAuthentication",  # first: its challenge is sent
+        "envs_api.authentication.CachedTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_PERMISSION_CLASSES": ["envs_api.permissions.GymAccess"],
+    "DEFAULT_THROTTLE_CLASSES": ["envs_api.throttles.GymRequestThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        # Every v1 request, per user (per IP when anonymous). Off by default: training
+        # loops step thousands of times a second.
+        "requests": env_rate("GYM_THROTTLE_RATE", None),
+        # Creating instances, per user (per IP when anonymous).
+        "create": env_rate("GYM_CREATE_THROTTLE_RATE", "120/min"),
+    },
+    "NUM_PROXIES": env_int("GYM_NUM_PROXIES", 0),
     "EXCEPTION_HANDLER": "envs_api.exceptions.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",

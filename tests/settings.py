@@ -6,7 +6,9 @@ import tempfile
 # pytest-django imports settings before any conftest.py runs
 os.environ.setdefault("SECRET_KEY", "tests-only")
 os.environ.setdefault("GYM_DATA_DIR", tempfile.mkdtemp(prefix="gymsite-tests-"))
-os.environ["GYM_MAINTENANCE"] = "false"  # tests call services.flush() and reap() themselves
+os.environ["GYM_MAINTENANCE"] = (
+    "false"  # tests call services.flush() and reap() themselves
+)
 
 from gymsite.settings import *  # noqa: E402, F403
 

@@ -39,6 +39,11 @@ class Command(BaseCommand):
             action="store_true",
             help="do not apply pending migrations first",
         )
+        parser.add_argument(
+            "--allow-anonymous-remote",
+            action="store_true",
+            help="listen on a non-loopback address even though anonymous access is on",
+        )
 
     def handle(self, *args: Any, **options: Any) -> str:
         self.check(display_num_errors=False)
