@@ -136,14 +136,27 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """Sum of utime+stime of the processes (all their threads included)."""
-    total = 0
+def cpu_sample(pids: list[int]) -> tuple[float, dict[int, int]]:
+    """CPU used so far: utime+stime seconds, and nanoseconds on CPU per thread."""
+    ticks, threads = 0, {}
     for pid in pids:
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / TICKS
+            ticks += int(fields[11]) + int(fields[12])
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError, ValueError):
+                    ns = (task / "schedstat").read_text().split()[0]
+                    threads[int(task.name)] = int(ns)
+    return ticks / TICKS, threads
+
+
+def cpu_delta(
+    before: tuple[float, dict[int, int]], after: tuple[float, dict[int, int]]
+) -> float:
+    """CPU seconds between samples: exact per-thread ns if no thread ended, else ticks."""
+    if before[1] and before[1].keys() <= after[1].keys():
+        return sum(ns - before[1].get(tid, 0) for tid, ns in after[1].items()) / 1e9
+    return after[0] - before[0]
 
 
 def status_field(pid: int, name: str) -> int:
@@ -221,9 +234,9 @@ class Server:
         """The server process and its children."""
         return descendants(self.proc.pid) if self.proc else []
 
-    def cpu(self) -> float:
-        """CPU seconds used so far by the server and its children."""
-        return cpu_seconds(self.pids())
+    def cpu(self) -> tuple[float, dict[int, int]]:
+        """CPU used so far by the server and its children (see cpu_sample)."""
+        return cpu_sample(self.pids())
 
     def rss(self) -> int:
         """RSS of the server and its children, KiB."""
@@ -356,6 +369,7 @@ class Client:
     """One http.client connection speaking JSON; keep-alive when the server allows."""
 
     def __init__(self, port: int, timeout: float = 30.0) -> None:
+        """Lazy connection to the loopback port (opened by the first request)."""
         self.conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
         self.version = 0
         self.closes = False
@@ -430,7 +444,7 @@ def step_loop(server: Server, cfg: Config) -> dict[str, float]:
                 c.reset(iid)
             if t > deadline:
                 break
-        wall, cpu = time.perf_counter() - start, server.cpu() - cpu0
+        wall, cpu = time.perf_counter() - start, cpu_delta(cpu0, server.cpu())
         c.close_env(iid)
     n = len(latencies)
     return {
@@ -885,7 +899,9 @@ def main() -> int:
             **env,
             "GYM_DATA_DIR": str(tmp / "gymsite-data"),
             "DATABASE_URL": db_url,
-            # the benchmark creates up to 10,000 instances as one anonymous user
+            # raw capacity: no throttle, and room for 10,000 anonymous instances
+            "GYM_THROTTLE_RATE": "off",
+            "GYM_CREATE_THROTTLE_RATE": "off",
             "GYM_MAX_INSTANCES": limit,
             "GYM_MAX_INSTANCES_PER_USER": limit,
         }
@@ -895,6 +911,14 @@ def main() -> int:
             ROOT,
             gym_env,
             tmp / "gymsite.log",
+        )
+        servers["gymsite"].notes.append(
+            "run with "
+            + ", ".join(
+                f"{k}={v}"
+                for k, v in gym_env.items()
+                if k.startswith("GYM_") and k != "GYM_DATA_DIR"
+            )
         )
         for name in list(servers):
             try:

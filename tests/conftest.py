@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.cache import cache as django_cache
 from rest_framework.test import APIClient
 
 from envs_api import services
@@ -21,6 +22,12 @@ def cache() -> Iterator[EnvCache]:
     for live in env_cache.snapshot():
         env_cache.pop(live.instance_id)
         live.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles() -> None:
+    """Throttle history lives in Django's cache: every test starts with none."""
+    django_cache.clear()
 
 
 @pytest.fixture(autouse=True)

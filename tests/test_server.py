@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -270,3 +271,65 @@ def test_runserver_serves_the_api_too(server_env: dict[str, str]) -> None:
         assert status == 200
     finally:
         server.stop()
+
+
+def test_a_hardened_server_serves_users_and_lets_staff_stop_it(
+    server_env: dict[str, str],
+) -> None:
+    env = {**server_env, "GYM_ALLOW_ANONYMOUS": "false", "GYM_ALLOW_SHUTDOWN": "true"}
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True
+    )
+    key = subprocess.run(
+        [sys.executable, "manage.py", "gymuser", "alice", "--staff"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    server = Server(["gymserver", "-p", "{port}", "--no-migrate"], env)
+    server.proc = subprocess.Popen(
+        [sys.executable, "manage.py", *server.args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # anonymous requests are refused, so wait for the 401
+            try:
+                status, answer = server.request("GET", "/v1/envs/")
+                break
+            except OSError:
+                server.conn = None
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.1)
+        assert status == 401
+        assert answer["message"].startswith("Authentication required")
+
+        # What an old client sends for http://alice:<token>@host:port/
+        auth = "Basic " + base64.b64encode(f"alice:{key}".encode()).decode()
+        server.conn.request(
+            "POST", "/v1/envs/", '{"env_id": "CartPole-v1"}', {"Authorization": auth}
+        )  # type: ignore[union-attr]
+        r = server.conn.getresponse()  # type: ignore[union-attr]
+        assert r.status == 200
+        instance_id = json.loads(r.read())["instance_id"]
+
+        server.conn.request(
+            "POST", "/v1/shutdown/", "", {"Authorization": f"Token {key}"}
+        )  # type: ignore[union-attr]
+        r = server.conn.getresponse()  # type: ignore[union-attr]
+        assert (r.status, r.read()) == (200, b"{}")
+        assert server.proc.wait(timeout=30) == 0  # it stopped by itself
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
+    listing = run_manage(
+        env,
+        "from envs_api.models import EnvInstance as E; "
+        f"print(E.objects.get(instance_id='{instance_id}').owner.username)",
+    )
+    assert listing == "alice"
