@@ -138,8 +138,13 @@ GYM_ALLOWED_ENVS = env_list("GYM_ALLOWED_ENVS", ["*"])
 GYM_ALLOWED_MAKE_KWARGS = env_list("GYM_ALLOWED_MAKE_KWARGS", [])
 # Browser origins allowed to call the API (CORS); empty: CORS off.
 GYM_CORS_ORIGINS = env_list("GYM_CORS_ORIGINS", [])
+# Answer step/reset/sample through the lean fast path (same answers, less work).
+GYM_FAST_PATH = env_bool("GYM_FAST_PATH", True)
 # Seconds a verified token or password is remembered in memory.
 GYM_AUTH_CACHE_SECONDS = env_float("GYM_AUTH_CACHE_SECONDS", 60.0)
+
+# Django's own cap on a request body read into memory: the same limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = GYM_MAX_BODY_BYTES
 
 # --- Database ---------------------------------------------------------------
 DATABASES = {
@@ -181,6 +186,9 @@ MIDDLEWARE = [
     *(["corsheaders.middleware.CorsMiddleware"] if GYM_CORS_ORIGINS else []),
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Answers the agent loop's routes (step, reset, sample) before the rest of the
+    # stack; everything else goes on to DRF.
+    "envs_api.fastpath.FastPathMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
