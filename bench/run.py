@@ -52,6 +52,12 @@ ENV_ID = "CartPole-v1"
 HEADERS = {"Content-Type": "application/json"}  # the seed answers 415 without it
 TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_NAMES = ("seed", "floor", "gymsite")
+SEED_QUIRKS = [
+    "Flask development server with threaded=False: one request at a time",
+    "ignores a seed of 0 (`if seed:`), so its 'seed 0' instances are unseeded",
+    "answers 415 (HTML) to a body without Content-Type: application/json; "
+    "close answers 204 with no body",
+]
 
 WRK_SCRIPT = """\
 wrk.method = "POST"
@@ -103,7 +109,7 @@ class Config:
         if args.quick:
             cfg = cls("quick", 2, 600, 1, 16, 40, 100, (200, 2000))
         else:
-            cfg = cls("full", 5, 3000, 3, 16, 150, 300, (1000, 10000))
+            cfg = cls("full", 5, 5000, 4, 16, 150, 300, (1000, 10000))
         if args.rounds:
             cfg.rounds = args.rounds
         if args.steps:
@@ -171,6 +177,18 @@ def status_field(pid: int, name: str) -> int:
 def rss_kib(pids: list[int]) -> int:
     """Resident set size of the processes, in KiB."""
     return sum(status_field(pid, "VmRSS") for pid in pids)
+
+
+def pss_kib(pids: list[int]) -> int:
+    """Proportional set size of the processes (shared pages split), in KiB."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
+    return total
 
 
 def listening_pids(port: int, pids: list[int]) -> list[int]:
@@ -581,6 +599,7 @@ def memory(server: Server, cfg: Config) -> dict[str, float]:
         gc_pause()
         base = server.rss()
         out["mem.base_mib"] = base / 1024
+        pss = [pss_kib(server.pids())]
         deadline = time.monotonic() + cfg.memory_seconds
         try:
             for count, key in zip(
@@ -594,6 +613,7 @@ def memory(server: Server, cfg: Config) -> dict[str, float]:
                     )
                 gc_pause()
                 out[key] = (server.rss() - base) / max(1, len(ids))
+                pss.append(pss_kib(server.pids()))
                 log(
                     f"    {server.name}: {len(ids)} instances, RSS {server.rss() / 1024:.0f} MiB"
                 )
@@ -610,6 +630,12 @@ def memory(server: Server, cfg: Config) -> dict[str, float]:
                     c.close_env(iid)
         gc_pause()
         out["mem.closed_mib"] = (server.rss() - base) / 1024
+        if len(server.pids()) > 1:
+            server.notes.append(
+                f"memory: {len(server.pids())} processes, RSS is their sum (pages shared "
+                f"since fork counted twice); PSS total {pss[0] / 1024:.0f} MiB at baseline, "
+                f"{pss[-1] / 1024:.0f} MiB at {len(ids):,} instances"
+            )
     return out
 
 
@@ -636,24 +662,39 @@ def bare_gymnasium_kib(n: int) -> float | None:
 
 
 def probe(server: Server) -> str:
-    """How the server speaks HTTP: version, keep-alive, size of a step answer."""
+    """How the server speaks HTTP: version, which routes keep the connection, sizes."""
+    closing: dict[str, bool] = {}
     with client(server.port) as c:
         iid = c.create(seed=0)
+        closing["create"] = c.closes
         c.reset(iid)
+        closing["reset"] = c.closes
         for i in range(200):  # warm-up
             if c.step(iid, i % 2).get("done"):
                 c.reset(iid)
+        closing["step"] = c.closes
         c.conn.request("POST", f"/v1/envs/{iid}/step/", b'{"action": 0}', HEADERS)
         resp = c.conn.getresponse()
         body = resp.read()
-        version = {10: "HTTP/1.0", 11: "HTTP/1.1"}.get(resp.version, str(resp.version))
-        keep = (
-            "closes the connection after every answer"
-            if resp.will_close
-            else "keep-alive"
-        )
         c.close_env(iid)
-        return f"{version}, {keep}, step answer {len(body)} bytes, Server: {resp.getheader('Server')}"
+        closing["close"] = c.closes
+    version = {10: "HTTP/1.0", 11: "HTTP/1.1"}.get(resp.version, str(resp.version))
+    closers = [route for route, closes in closing.items() if closes]
+    if len(closers) == len(closing):
+        keep = "closes the connection after every answer"
+    elif closers:
+        keep = f"keep-alive, but closes the connection after: {', '.join(closers)}"
+        server.notes.append(
+            f"WARNING: no keep-alive on {', '.join(closers)} answers (Content-Length "
+            f"missing?): each such request pays a new TCP connection"
+        )
+    else:
+        keep = "keep-alive"
+    framing = "chunked" if resp.getheader("Transfer-Encoding") else "Content-Length"
+    return (
+        f"{version}, {keep}, step answer {len(body)} bytes ({framing}), "
+        f"Server: {resp.getheader('Server')}"
+    )
 
 
 # --- Report --------------------------------------------------------------------------
@@ -833,7 +874,7 @@ def run_measurement(
         return
     for key, value in figures.items():
         sink.setdefault(key, []).append(value)
-    shown = ", ".join(f"{k.split('.')[1]} {fmt(v)}" for k, v in figures.items())
+    shown = ", ".join(f"{k} {fmt(v)}" for k, v in figures.items())
     log(f"    {name} ({time.perf_counter() - t:.1f}s): {shown}")
 
 
@@ -877,6 +918,7 @@ def main() -> int:
                     env,
                     tmp / "seed.log",
                 )
+                servers["seed"].notes += SEED_QUIRKS
         servers["floor"] = Server(
             "floor",
             [

@@ -33,7 +33,9 @@ ANONYMOUS = AnonymousUser()
 
 
 def _json(data: Any, status: int = 200) -> HttpResponse:
-    return HttpResponse(orjson.dumps(data), content_type="application/json", status=status)
+    return HttpResponse(
+        orjson.dumps(data), content_type="application/json", status=status
+    )
 
 
 class FastPathMiddleware:
@@ -51,9 +53,13 @@ class FastPathMiddleware:
                 return response
         return self.get_response(request)
 
-    def _answer(self, request: HttpRequest, instance_id: str, route: str) -> HttpResponse | None:
+    def _answer(
+        self, request: HttpRequest, instance_id: str, route: str
+    ) -> HttpResponse | None:
         """The answer, or None to let the DRF view handle the request."""
-        if request.method != METHODS[route] or "html" in request.META.get("HTTP_ACCEPT", ""):
+        if request.method != METHODS[route] or "html" in request.META.get(
+            "HTTP_ACCEPT", ""
+        ):
             return None
         if api_settings.DEFAULT_THROTTLE_RATES.get("requests"):
             return None  # the view applies the throttle

@@ -1,7 +1,8 @@
-"""Refuse oversized request bodies before anything reads them."""
+"""Request bodies: refuse oversized ones before anything reads them, drain the rest."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from django.conf import settings
@@ -37,4 +38,9 @@ class BodySizeLimitMiddleware:
                     },
                     status=413,
                 )
-        return self.get_response(request)
+        response = self.get_response(request)
+        # Routes that ignore their body (reset, close...) never read it; some servers
+        # then drop the keep-alive connection, so read what is left (at most the limit).
+        with contextlib.suppress(OSError):  # the client went away
+            request.read()
+        return response

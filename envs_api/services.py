@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing.util
 import re
 import threading
 import time
@@ -438,6 +439,9 @@ class _Maintenance:
                 )
                 self._thread.start()
                 atexit.register(self.stop)
+                # A server's worker process (granian's) ends through multiprocessing,
+                # which skips atexit but runs its own finalizers.
+                multiprocessing.util.Finalize(None, self.stop, exitpriority=10)
 
     def _run(self) -> None:
         tick = settings.GYM_FLUSH_INTERVAL or 1.0  # 0: flush only on close and exit
@@ -461,7 +465,7 @@ class _Maintenance:
             log.exception("maintenance pass failed; will retry")
 
     def stop(self) -> None:
-        """Stop the thread and write what is left."""
+        """Stop the thread and write what is left (safe to call twice)."""
         self._stop.set()
         close_old_connections()
         try:

@@ -219,7 +219,8 @@ class ShutdownView(APIView):
         if not request.user.is_staff:
             raise PermissionDenied("Shutdown is for staff users only")
         # After the answer is on its way: SIGTERM makes gymserver flush and exit.
-        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        server_pid = int(os.environ.get("GYMSITE_SERVER_PID") or os.getpid())
+        threading.Timer(0.2, os.kill, (server_pid, signal.SIGTERM)).start()
         return Response({})
 
 
