@@ -155,10 +155,12 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets the write-behind flusher and requests use the file side by side.
+    # WAL lets the write-behind flusher and requests use the file side by side;
+    # synchronous=NORMAL is safe with WAL (no corruption; a power cut may lose the last
+    # commits) and spares an fsync per commit on create and close.
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].setdefault(
-        "init_command", "PRAGMA journal_mode=WAL;"
+        "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     )
     DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
     DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
