@@ -741,7 +741,7 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def machine_info(cfg: Config, db: str) -> list[str]:
+def machine_info(cfg: Config, db: str, load_start: str) -> list[str]:
     """Machine, software and run parameters, one line each."""
     cpu = "?"
     with contextlib.suppress(OSError):
@@ -761,7 +761,8 @@ def machine_info(cfg: Config, db: str) -> list[str]:
 
         gym_version = version("gymnasium")
     return [
-        f"- machine: nproc {os.cpu_count()}, {cpu}, Linux {platform.release()}",
+        f"- machine: nproc {os.cpu_count()}, {cpu}, Linux {platform.release()}, "
+        f"load average {load_start} at start, {os.getloadavg()[0]:.2f} at end",
         f"- python {platform.python_version()} ({sys.executable}), gymnasium {gym_version}",
         f"- gymsite {git or '?'}, database {db}",
         f"- date {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, mode {cfg.mode}, "
@@ -888,6 +889,7 @@ def main() -> int:
     args = parse_args()
     cfg = Config.make(args)
     began = time.monotonic()
+    load_start = f"{os.getloadavg()[0]:.2f}"
     stamp = dt.datetime.now()
     signal.signal(signal.SIGTERM, interrupt)
     tmp = Path(tempfile.mkdtemp(prefix="gymsite-bench-"))
@@ -1021,7 +1023,9 @@ def main() -> int:
     extra.update(
         stamp=f"{stamp:%Y-%m-%d %H:%M}",
         runtime=f"{elapsed // 60:.0f} min {elapsed % 60:.0f} s",
-        machine=machine_info(cfg, urlsplit(args.database_url or "sqlite://").scheme),
+        machine=machine_info(
+            cfg, urlsplit(args.database_url or "sqlite://").scheme, load_start
+        ),
         skipped=skipped,
     )
     text = report(cfg, data, servers, extra)
