@@ -163,6 +163,8 @@ def _make(target: Any, env_id: str, kwargs: dict[str, Any]) -> gym.Env[Any, Any]
 def _render_modes(env_id: str) -> list[str]:
     """Render modes an env declares in its metadata, without making it."""
     entry_point = gym.registry[env_id].entry_point
+    if entry_point is None:
+        raise UsageError(f"Error creating environment with ID {env_id}: no entry point")
     try:
         creator = (
             entry_point

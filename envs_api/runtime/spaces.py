@@ -83,7 +83,7 @@ def _describe_multi_binary(space: spaces.MultiBinary) -> JSONDict:
 
 
 @describe.register(spaces.Tuple)
-def _describe_tuple(space: spaces.Tuple) -> JSONDict:
+def _describe_tuple(space: spaces.Tuple[Any]) -> JSONDict:
     subspaces = [describe(subspace) for subspace in space.spaces]
     return {"name": "Tuple", "n": len(subspaces), "spaces": subspaces}
 
@@ -129,7 +129,7 @@ def _describe_graph(space: spaces.Graph) -> JSONDict:
 
 
 @describe.register(spaces.OneOf)
-def _describe_one_of(space: spaces.OneOf) -> JSONDict:
+def _describe_one_of(space: spaces.OneOf[Any]) -> JSONDict:
     subspaces = [describe(subspace) for subspace in space.spaces]
     return {"name": "OneOf", "n": len(subspaces), "spaces": subspaces}
 
@@ -178,7 +178,7 @@ def _encode_array(space: gym.Space[Any], value: Any) -> JSON:
 
 
 @_encode.register(spaces.Tuple)
-def _encode_tuple(space: spaces.Tuple, value: Any) -> JSON:
+def _encode_tuple(space: spaces.Tuple[Any], value: Any) -> JSON:
     return [to_json(sub, part) for sub, part in zip(space.spaces, value, strict=True)]
 
 
@@ -210,7 +210,7 @@ def _encode_graph(space: spaces.Graph, value: Any) -> JSON:
 
 
 @_encode.register(spaces.OneOf)
-def _encode_one_of(space: spaces.OneOf, value: Any) -> JSON:
+def _encode_one_of(space: spaces.OneOf[Any], value: Any) -> JSON:
     index, part = value
     return [int(index), to_json(space.spaces[int(index)], part)]
 
@@ -341,7 +341,7 @@ def _decode_multi_binary(space: spaces.MultiBinary, raw: Any) -> Any:
 
 
 @_decode.register(spaces.Tuple)
-def _decode_tuple(space: spaces.Tuple, raw: Any) -> Any:
+def _decode_tuple(space: spaces.Tuple[Any], raw: Any) -> Any:
     n = len(space.spaces)
     if not isinstance(raw, list | tuple) or len(raw) != n:
         raise _Mismatch(raw, space, f"expected a list of {n} values")
@@ -409,7 +409,7 @@ def _decode_graph(space: spaces.Graph, raw: Any) -> Any:
 
 
 @_decode.register(spaces.OneOf)
-def _decode_one_of(space: spaces.OneOf, raw: Any) -> Any:
+def _decode_one_of(space: spaces.OneOf[Any], raw: Any) -> Any:
     n = len(space.spaces)
     index = (
         _integer(raw[0]) if isinstance(raw, list | tuple) and len(raw) == 2 else None
@@ -450,7 +450,7 @@ def _stack(space: gym.Space[Any], items: list[Any]) -> Any:
     out = create_empty_array(space, len(items))
     if not items:  # np.stack() refuses an empty list
         return out
-    return concatenate(space, items, out)
+    return concatenate(space, items, out)  # type: ignore[arg-type]  # out is never None here
 
 
 def _edge_links(
