@@ -8,6 +8,7 @@ database query; rotating a token or changing a user empties the memory at once.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import threading
 import time
@@ -121,3 +122,26 @@ class CachedBasicAuthentication(BasicAuthentication):
         if not user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted")
         return user
+
+
+def remembered_user(header: str) -> Any:
+    """The user a Token/Bearer/Basic header verified recently, from memory only.
+
+    None when the credential is not in memory (or malformed): the caller then lets
+    DRF authenticate it, which also remembers it for next time.
+    """
+    scheme, _, credential = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme in ("token", "bearer"):
+        return memory.get(_digest("token", credential.strip()))
+    if scheme == "basic":
+        try:
+            userid, sep, password = (
+                base64.b64decode(credential.strip(), validate=True)
+                .decode()
+                .partition(":")
+            )
+        except (ValueError, UnicodeError):
+            return None
+        return memory.get(_digest("basic", userid, password)) if sep else None
+    return None

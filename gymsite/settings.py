@@ -188,9 +188,6 @@ MIDDLEWARE = [
     *(["corsheaders.middleware.CorsMiddleware"] if GYM_CORS_ORIGINS else []),
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    # Answers the agent loop's routes (step, reset, sample) before the rest of the
-    # stack; everything else goes on to DRF.
-    "envs_api.fastpath.FastPathMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -1,19 +1,86 @@
-"""The fast path answers exactly as the DRF views do, and falls through when it must."""
+"""The WSGI fast path answers exactly as the DRF views do, and steps aside when it must."""
 
 from __future__ import annotations
 
 import base64
+import io
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from envs_api.views import EnvViewSet
+from gymsite.wsgi import application as fast_app
+from gymsite.wsgi import django_application as django_app
 from tests.conftest import create
 
-# (method, route, raw body, content type, extra headers)
+
+class Answer:
+    def __init__(
+        self, status: int, headers: dict[str, str], body: bytes, rest: bytes
+    ) -> None:
+        self.status, self.headers, self.body = status, headers, body
+        self.unread = rest  # what the app left unread of the request body
+
+
+def call(
+    app: Any,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    content_type: str | None = None,
+    **headers: str,
+) -> Answer:
+    """Drive a WSGI app the way a server does."""
+    stream = io.BytesIO(body)
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SCRIPT_NAME": "",
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "testserver",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": stream,
+        "wsgi.errors": sys.stderr,
+        "wsgi.url_scheme": "http",
+        **headers,
+    }
+    if content_type:
+        environ["CONTENT_TYPE"] = content_type
+    seen: dict[str, Any] = {}
+
+    def start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> None:
+        seen["status"], seen["headers"] = int(status.split()[0]), dict(headers)
+
+    chunks = app(environ, start_response)
+    out = b"".join(chunks)
+    if hasattr(chunks, "close"):
+        chunks.close()
+    return Answer(seen["status"], seen["headers"], out, environ["wsgi.input"].read())
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_test_transaction() -> Iterator[None]:
+    """As Django's test client does: no connection clean-up inside a test's transaction."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+# (method, route, raw body, content type, extra WSGI headers)
 SCRIPT: list[tuple[str, str, bytes, str | None, dict[str, str]]] = [
     ("POST", "step/", b'{"action": 0}', "application/json", {}),  # before reset
     ("POST", "reset/", b"null", "application/json", {}),
@@ -35,70 +102,69 @@ SCRIPT: list[tuple[str, str, bytes, str | None, dict[str, str]]] = [
     ("GET", "action_space/sample", b"", "application/json", {}),
     ("GET", "action_space/sample/", b"", None, {}),
     ("POST", "action_space/sample", b"", None, {}),
-    (
-        "POST",
-        "step/",
-        b'{"action": 0}',
-        "application/json",
-        {"HTTP_AUTHORIZATION": "Token nope"},
-    ),
-    ("POST", "reset/", b"", None, {}),
+    ("POST", "reset/", b'{"ignored": true}', None, {}),
 ]
 
 
-def play(api: APIClient, instance_id: str) -> list[tuple[int, Any]]:
+def play(app: Any, instance_id: str, **auth: str) -> list[tuple[int, str, bytes]]:
     out = []
     for method, route, body, content_type, headers in SCRIPT:
-        kwargs: dict[str, Any] = dict(headers)
-        if content_type:
-            kwargs["content_type"] = content_type
-        r = api.generic(method, f"/v1/envs/{instance_id}/{route}", body, **kwargs)
-        out.append((r.status_code, r.content.decode().replace(instance_id, "<id>")))
+        r = call(
+            app,
+            method,
+            f"/v1/envs/{instance_id}/{route}",
+            body,
+            content_type,
+            **headers,
+            **auth,
+        )
+        out.append(
+            (
+                r.status,
+                r.headers["Content-Type"],
+                r.body.replace(instance_id.encode(), b"<id>"),
+            )
+        )
     for bad in ("bad_id", "0badc0de"):
-        for route in ("step/", "reset/"):
-            r = api.post(f"/v1/envs/{bad}/{route}", {"action": 0}, format="json")
-            out.append((r.status_code, r.json()))
+        r = call(app, "POST", f"/v1/envs/{bad}/step/", b'{"action": 0}', **auth)
+        out.append((r.status, r.headers["Content-Type"], r.body))
     return out
 
 
-def test_it_answers_like_the_views(api: APIClient, settings: Any) -> None:
-    settings.GYM_FAST_PATH = True
-    fast = play(api, create(api, "CartPole-v1", seed=3))
-    settings.GYM_FAST_PATH = False
-    slow = play(api, create(api, "CartPole-v1", seed=3))
+def test_it_answers_like_the_views(api: APIClient) -> None:
+    fast = play(fast_app, create(api, "CartPole-v1", seed=3))
+    slow = play(django_app, create(api, "CartPole-v1", seed=3))
 
     assert fast == slow
-    assert {status for status, _ in fast} == {200, 400, 401, 405}
+    assert {status for status, _, _ in fast} == {200, 400, 405}
 
 
-def test_it_answers_authenticated_callers_like_the_views(
-    db: None, settings: Any
-) -> None:
-    alice = User.objects.create_user("alice", password="pw")
+@pytest.fixture
+def alice(db: None) -> User:
+    return User.objects.create_user("alice", password="pw")
+
+
+@pytest.mark.parametrize("scheme", ["Token", "Basic"])
+def test_it_answers_users_like_the_views(alice: User, scheme: str) -> None:
     key = Token.objects.create(user=alice).key
-    answers = []
-    for fast in (True, False):
-        settings.GYM_FAST_PATH = fast
-        for header in (
-            f"Token {key}",
-            "Basic " + base64.b64encode(f"alice:{key}".encode()).decode(),
-        ):
-            client = APIClient()
-            client.credentials(HTTP_AUTHORIZATION=header)
-            instance_id = create(client, "CartPole-v1", seed=5)
-            answers.append(play(client, instance_id))
-            stranger = APIClient().post(
-                f"/v1/envs/{instance_id}/step/", {"action": 0}, format="json"
-            )
-            answers.append(
-                [
-                    (
-                        stranger.status_code,
-                        stranger.content.replace(instance_id.encode(), b"<id>"),
-                    )
-                ]
-            )
-    assert answers[:4] == answers[4:]
+    header = (
+        f"Token {key}"
+        if scheme == "Token"
+        else "Basic " + base64.b64encode(f"alice:{key}".encode()).decode()
+    )
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=header)
+
+    fast = play(
+        fast_app, create(client, "CartPole-v1", seed=5), HTTP_AUTHORIZATION=header
+    )
+    slow = play(
+        django_app, create(client, "CartPole-v1", seed=5), HTTP_AUTHORIZATION=header
+    )
+
+    assert fast == slow
+    stranger = call(fast_app, "POST", "/v1/envs/0badc0de/reset/")
+    assert stranger.status == 400
 
 
 @pytest.fixture
@@ -112,61 +178,123 @@ def views_broken(monkeypatch: Any) -> None:
         monkeypatch.setattr(EnvViewSet, name, broken)
 
 
-def reached_drf(r: Any) -> bool:
-    """Whether the broken view answered (its error becomes our JSON 500)."""
-    return (
-        r.status_code == 500 and b"Internal server error (AssertionError)" in r.content
-    )
+def reached_django(r: Answer) -> bool:
+    return r.status == 500 and b"Internal server error (AssertionError)" in r.body
 
 
-def test_it_answers_the_agent_loop_without_drf(
-    api: APIClient, cartpole: str, views_broken: None
+def test_it_answers_the_agent_loop_without_django(
+    cartpole: str, views_broken: None, django_assert_num_queries: Any
 ) -> None:
-    assert api.post(f"/v1/envs/{cartpole}/reset/").status_code == 200
-    assert api.get(f"/v1/envs/{cartpole}/action_space/sample").status_code == 200
-    r = api.post(f"/v1/envs/{cartpole}/step/", {"action": 1}, format="json")
+    with django_assert_num_queries(0):
+        reset = call(fast_app, "POST", f"/v1/envs/{cartpole}/reset/", b"null")
+        sample = call(fast_app, "GET", f"/v1/envs/{cartpole}/action_space/sample")
+        step = call(fast_app, "POST", f"/v1/envs/{cartpole}/step/", b'{"action": 1}')
 
-    assert r.status_code == 200
-    assert r["Content-Type"] == "application/json"
-    assert not reached_drf(r)
+    assert [reset.status, sample.status, step.status] == [200, 200, 200]
+    assert step.headers["Content-Length"] == str(len(step.body))
+    assert step.headers["X-Content-Type-Options"] == "nosniff"
+    assert (
+        reset.unread == b""
+    )  # read although ignored: keeps keep-alive connections sane
+
+
+def test_it_answers_remembered_users_without_the_database(
+    alice: User, views_broken: None, django_assert_num_queries: Any
+) -> None:
+    key = Token.objects.create(user=alice).key
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    instance_id = create(client)  # verifies the token through DRF, which remembers it
+
+    with django_assert_num_queries(0):
+        r = call(
+            fast_app,
+            "POST",
+            f"/v1/envs/{instance_id}/reset/",
+            HTTP_AUTHORIZATION=f"Token {key}",
+        )
+
+    assert r.status == 200
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "headers",
     [
         {"HTTP_ACCEPT": "text/html"},  # the browsable API
         {"HTTP_COOKIE": "sessionid=abc"},  # session auth, with CSRF
+        {"HTTP_AUTHORIZATION": "Token not-yet-verified"},  # DRF verifies (here: 401)
     ],
 )
-def test_it_leaves_the_unusual_to_drf(
-    api: APIClient, cartpole: str, views_broken: None, kwargs: dict[str, str]
+def test_it_leaves_the_unusual_to_django(
+    cartpole: str, views_broken: None, headers: dict[str, str]
 ) -> None:
-    r = api.post(f"/v1/envs/{cartpole}/reset/", **kwargs)
+    r = call(fast_app, "POST", f"/v1/envs/{cartpole}/reset/", **headers)
 
-    assert reached_drf(r)
+    assert reached_django(r) or r.status == 401
 
 
-def test_it_leaves_throttled_requests_to_drf(
-    api: APIClient, cartpole: str, views_broken: None, settings: Any
+def test_it_leaves_disallowed_hosts_to_django(cartpole: str) -> None:
+    r = call(fast_app, "POST", f"/v1/envs/{cartpole}/reset/", HTTP_HOST="evil.example")
+
+    assert r.status == 400
+    assert r.body == b'{"message": "Bad request"}'
+
+
+def test_it_leaves_oversized_bodies_to_django(cartpole: str, settings: Any) -> None:
+    settings.GYM_MAX_BODY_BYTES = 2048
+    body = b'{"action": 0, "pad": "' + b"x" * 4096 + b'"}'
+
+    r = call(fast_app, "POST", f"/v1/envs/{cartpole}/step/", body)
+
+    assert r.status == 413
+
+
+def test_it_leaves_throttled_requests_to_django(
+    cartpole: str, views_broken: None, settings: Any
 ) -> None:
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"requests": "100/min", "create": None},
     }
 
-    assert reached_drf(api.post(f"/v1/envs/{cartpole}/reset/"))
+    assert reached_django(call(fast_app, "POST", f"/v1/envs/{cartpole}/reset/"))
 
 
-def test_it_leaves_anonymous_callers_to_drf_when_anonymous_is_off(
-    api: APIClient, cartpole: str, settings: Any
+def test_it_leaves_cors_to_django(
+    cartpole: str, views_broken: None, settings: Any
+) -> None:
+    settings.GYM_CORS_ORIGINS = ["https://lab.example"]
+
+    assert reached_django(call(fast_app, "POST", f"/v1/envs/{cartpole}/reset/"))
+
+
+def test_it_leaves_anonymous_callers_to_django_when_anonymous_is_off(
+    cartpole: str, settings: Any
 ) -> None:
     settings.GYM_ALLOW_ANONYMOUS = False
 
-    assert api.post(f"/v1/envs/{cartpole}/reset/").status_code == 401
+    r = call(fast_app, "POST", f"/v1/envs/{cartpole}/reset/")
+
+    assert r.status == 401
 
 
-def test_it_leaves_failed_credentials_to_drf(api: APIClient, cartpole: str) -> None:
-    r = api.post(f"/v1/envs/{cartpole}/reset/", HTTP_AUTHORIZATION="Basic !!!")
+def test_it_gives_django_the_body_it_read(cartpole: str) -> None:
+    call(fast_app, "POST", f"/v1/envs/{cartpole}/reset/")
 
-    assert r.status_code == 401
-    assert r["WWW-Authenticate"] == 'Basic realm="gymsite"'  # DRF's challenge
+    r = call(
+        fast_app,
+        "POST",
+        f"/v1/envs/{cartpole}/step/",
+        b'{"action": 1, "render": "false"}',
+    )
+
+    assert r.status == 200  # answered by DRF (a string flag), from the re-supplied body
+    assert b'"reward":1.0' in r.body
+
+
+def test_it_can_be_switched_off(
+    cartpole: str, views_broken: None, settings: Any
+) -> None:
+    settings.GYM_FAST_PATH = False
+
+    assert reached_django(call(fast_app, "POST", f"/v1/envs/{cartpole}/reset/"))
