@@ -44,7 +44,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 CACHE = BENCH / ".cache"
 RESULTS = BENCH / "results"
-SEED_DIR = Path(os.getenv("GYMSITE_SEED_DIR", "/work/shared/seed"))
+# The seed sits in ../shared/seed beside the checkout (as CI has it).
+SEED_DIR = Path(os.getenv("GYMSITE_SEED_DIR") or ROOT.parent / "shared" / "seed")
 SEED_DOC = "000_9ccbf6ea393a6187.txt"
 BASE_PYTHON = "/root/.pyenv/versions/3.11.7/bin/python3"
 HOST = "127.0.0.1"
