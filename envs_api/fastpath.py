@@ -22,6 +22,8 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from rest_framework.settings import api_settings
 
@@ -55,7 +57,7 @@ class HotRoutes:
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Any:
         match = ROUTE.fullmatch(environ.get("PATH_INFO", ""))
-        if match is not None and settings.GYM_FAST_PATH:
+        if match is not None:
             answer = self._answer(environ, *match.groups())
             if answer is not None:
                 status, content = answer
@@ -68,12 +70,13 @@ class HotRoutes:
 
     def _answer(self, environ: dict[str, Any], instance_id: str, route: str) -> Any:
         """(status, body) or None to let Django handle the request."""
-        if not _plain(environ, METHODS[route]):
+        conf = config()
+        if not conf.enabled or not _plain(environ, METHODS[route], conf):
             return None
-        user = _caller(environ)
+        user = _caller(environ, conf)
         if user is None:
             return None
-        body = _read_body(environ)
+        body = _read_body(environ, conf)
         if body is None:
             return None
         args: tuple[Any, ...] = ()
@@ -95,49 +98,87 @@ class HotRoutes:
         return 200, orjson.dumps(data)
 
 
-def _plain(environ: dict[str, Any], method: str) -> bool:
+class _Config:
+    """The settings read on every request, looked up once (Django's are lazy objects)."""
+
+    def __init__(self) -> None:
+        self.enabled = settings.GYM_FAST_PATH
+        self.plain_only = not (
+            api_settings.DEFAULT_THROTTLE_RATES.get("requests")
+            or settings.GYM_CORS_ORIGINS
+            or settings.USE_X_FORWARDED_HOST
+        )
+        self.session_cookie = settings.SESSION_COOKIE_NAME + "="
+        self.allow_anonymous = settings.GYM_ALLOW_ANONYMOUS
+        self.max_body = settings.GYM_MAX_BODY_BYTES
+        hosts = settings.ALLOWED_HOSTS
+        self.allowed_hosts = (
+            [".localhost", "127.0.0.1", "[::1]"]
+            if settings.DEBUG and not hosts
+            else hosts
+        )
+        self.host_ok: dict[str, bool] = {}  # Host header -> allowed, as seen so far
+
+
+_config: _Config | None = None
+
+
+@receiver(setting_changed)
+def _forget_config(**kwargs: Any) -> None:
+    global _config
+    _config = None
+
+
+def config() -> _Config:
+    """The current settings snapshot."""
+    global _config
+    if _config is None:
+        _config = _Config()
+    return _config
+
+
+def _plain(environ: dict[str, Any], method: str, conf: _Config) -> bool:
     """Whether nothing about the request needs Django's machinery."""
     return (
-        environ.get("REQUEST_METHOD") == method
+        conf.plain_only
+        and environ.get("REQUEST_METHOD") == method
         and "html" not in environ.get("HTTP_ACCEPT", "")
-        and not api_settings.DEFAULT_THROTTLE_RATES.get("requests")
-        and not settings.GYM_CORS_ORIGINS
-        and settings.SESSION_COOKIE_NAME + "=" not in environ.get("HTTP_COOKIE", "")
-        and _host_allowed(environ)
+        and conf.session_cookie not in environ.get("HTTP_COOKIE", "")
+        and _host_allowed(environ, conf)
     )
 
 
-def _host_allowed(environ: dict[str, Any]) -> bool:
+def _host_allowed(environ: dict[str, Any], conf: _Config) -> bool:
     """Django's ALLOWED_HOSTS check (a disallowed Host gets Django's 400)."""
-    if settings.USE_X_FORWARDED_HOST:
-        return False
     host = (
         environ.get("HTTP_HOST")
         or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
     )
-    domain, _ = split_domain_port(host)
-    allowed = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]
-    return bool(domain) and validate_host(domain, allowed)
+    allowed = conf.host_ok.get(host)
+    if allowed is None:
+        domain, _ = split_domain_port(host)
+        allowed = bool(domain) and validate_host(domain, conf.allowed_hosts)
+        if len(conf.host_ok) < 1000:  # odd Host headers must not grow it without end
+            conf.host_ok[host] = allowed
+    return allowed
 
 
-def _caller(environ: dict[str, Any]) -> Any:
+def _caller(environ: dict[str, Any], conf: _Config) -> Any:
     """The caller known from memory, ANONYMOUS, or None when DRF must authenticate."""
     header = environ.get("HTTP_AUTHORIZATION")
     if header is None:
-        return ANONYMOUS if settings.GYM_ALLOW_ANONYMOUS else None
+        return ANONYMOUS if conf.allow_anonymous else None
     user = remembered_user(header)
     return user if user is not None and user.is_active else None
 
 
-def _read_body(environ: dict[str, Any]) -> bytes | None:
+def _read_body(environ: dict[str, Any], conf: _Config) -> bytes | None:
     """The whole body (read even where ignored, for keep-alive), None if oversized."""
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return None
-    if length > settings.GYM_MAX_BODY_BYTES:
+    if length > conf.max_body:
         return None  # Django answers 413 without reading it
     return environ["wsgi.input"].read(length) if length > 0 else b""
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,19 +73,18 @@ class LocalEnv:
         if seed is not None:
             env.action_space.seed(seed)  # reproducible samples too
 
-    @contextmanager
-    def _use(self) -> Iterator[gym.Env[Any, Any]]:
-        """Hold the lock, refuse a closed instance, and note the use."""
-        with self.lock:
-            if self.closed:
-                raise UnknownInstance(self.instance_id)
-            self.last_used = self._clock()
-            self.dirty = True
-            yield self.env
+    def _touch(self) -> gym.Env[Any, Any]:
+        """Refuse a closed instance and note the use; call with the lock held."""
+        if self.closed:
+            raise UnknownInstance(self.instance_id)
+        self.last_used = self._clock()
+        self.dirty = True
+        return self.env
 
     def reset(self) -> JSONDict:
         """Start an episode (seeded by the instance's seed the first time)."""
-        with self._use() as env:
+        with self.lock:
+            env = self._touch()
             seed, self.next_seed = self.next_seed, None
             try:
                 obs, info = env.reset(seed=seed)
@@ -101,7 +99,8 @@ class LocalEnv:
 
     def step(self, raw_action: Any, render: bool = False) -> JSONDict:
         """Decode the action, step once, and encode the outcome."""
-        with self._use() as env:
+        with self.lock:
+            env = self._touch()
             if self.needs_reset:
                 raise UsageError(self._reset_first())
             action = spaces.from_json(env.action_space, raw_action)
@@ -136,24 +135,28 @@ class LocalEnv:
 
     def sample(self) -> Any:
         """A random element of the action space."""
-        with self._use() as env:
+        with self.lock:
+            env = self._touch()
             return spaces.to_json(env.action_space, env.action_space.sample())
 
     def action_contains(self, raw: Any) -> bool:
         """Whether ``raw`` decodes to a member of the action space."""
-        with self._use() as env:
+        with self.lock:
+            env = self._touch()
             return spaces.contains(env.action_space, raw)
 
     def observation_matches(self, props: Any) -> bool:
         """Whether every given property equals the observation space's info."""
-        with self._use() as env:
+        with self.lock:
+            env = self._touch()
             return spaces.matches_info(env.observation_space, props)
 
     def start_monitor(
         self, directory: Path, *, force: bool, resume: bool, video_every: int | None
     ) -> list[str]:
         """Wrap the env in a Monitor writing into ``directory``; return its warnings."""
-        with self._use() as env:
+        with self.lock:
+            env = self._touch()
             if self.monitor is not None:  # restarting: finish the old one first
                 env = self.monitor.close_monitor()
                 self.monitor = None
@@ -170,7 +173,8 @@ class LocalEnv:
 
     def close_monitor(self) -> None:
         """Flush the monitor's results and unwrap it; the env stays usable."""
-        with self._use():
+        with self.lock:
+            self._touch()
             if self.monitor is not None:
                 self.env = self.monitor.close_monitor()
                 self.monitor = None

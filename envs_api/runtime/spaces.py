@@ -228,6 +228,12 @@ def _array_json(arr: np.ndarray[Any, Any]) -> JSON:
         return arr.tolist()
     if arr.dtype.kind != "f":
         return json_safe(arr.tolist())
+    if (
+        arr.ndim == 1 and arr.size <= 64
+    ):  # typical observations: cheaper than numpy's check
+        values = arr.tolist()
+        if all(map(math.isfinite, values)):
+            return values
     bad = ~np.isfinite(arr)
     if not bad.any():  # the common case: one check, then numpy's fast tolist()
         return arr.tolist()
@@ -584,7 +590,7 @@ def _cut(text: str, limit: int) -> str:
 
 def json_safe(obj: Any) -> JSON:
     """Return ``obj`` as strict JSON: numpy -> Python numbers and lists, others -> str."""
-    if obj is None or isinstance(obj, bool):
+    if obj is None or isinstance(obj, bool) or (type(obj) is dict and not obj):
         return obj
     if isinstance(obj, str):
         return str(obj)
