@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, close_old_connections, transaction
+from django.db.models import Count, Q
 from django.utils.timezone import now
 
 from envs_api.models import EnvInstance
@@ -108,15 +109,18 @@ def create(
 
 def _check_quotas(owner: int | None) -> None:
     """Refuse a create that would pass GYM_MAX_INSTANCES_PER_USER or GYM_MAX_INSTANCES."""
-    active = EnvInstance.objects.filter(status=ACTIVE)
+    mine = Q(owner__isnull=True) if owner is None else Q(owner_id=owner)
+    counts = EnvInstance.objects.filter(status=ACTIVE).aggregate(
+        total=Count("pk"), mine=Count("pk", filter=mine)
+    )  # one query for both limits
     per_user = settings.GYM_MAX_INSTANCES_PER_USER
-    if active.filter(owner_id=owner).count() >= per_user:
+    if counts["mine"] >= per_user:
         raise LimitReached(
             f"Too many instances: you have {per_user} open, the limit per user "
             "(GYM_MAX_INSTANCES_PER_USER); close one first"
         )
     total = settings.GYM_MAX_INSTANCES
-    if active.count() >= total:
+    if counts["total"] >= total:
         raise LimitReached(
             f"Too many instances: the server holds {total}, its limit (GYM_MAX_INSTANCES); "
             "try again later"
