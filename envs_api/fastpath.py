@@ -9,12 +9,14 @@ to Django, which owns every edge case: a browser asking for HTML, a session cook
 credentials not verified in the last GYM_AUTH_CACHE_SECONDS, a configured request
 throttle or CORS, a disallowed Host, an oversized or malformed body. The decision is
 made before anything happens, so a request is always handled by exactly one of them.
-The fast path never touches the database.
+The fast path never touches the database: it serves only instances live in this
+process, and leaves rebuilding from the registry (and unknown ids) to Django.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -34,7 +36,8 @@ from envs_api.runtime.errors import UsageError
 ROUTE = re.compile(r"/v1/envs/([^/]+)/(step|reset|action_space/sample)/?")
 METHODS = {"step": "POST", "reset": "POST", "action_space/sample": "GET"}
 ANONYMOUS = AnonymousUser()
-STATUS = {200: "200 OK", 400: "400 Bad Request", 429: "429 Too Many Requests"}
+log = logging.getLogger(__name__)
+STATUS = {200: "200 OK", 400: "400 Bad Request", 500: "500 Internal Server Error"}
 # What Django's security and clickjacking middleware add to every answer.
 HEADERS = [
     ("Content-Type", "application/json"),
@@ -76,6 +79,11 @@ class HotRoutes:
         user = _caller(environ, conf)
         if user is None:
             return None
+        # Only instances live in this process: rebuilding one from the registry, and
+        # the answer for ids that are unknown (or someone else's), are Django's.
+        live = services.env_cache().get(instance_id)
+        if live is None or live.closed or live.owner_id != services.owner_id(user):
+            return None
         body = _read_body(environ, conf)
         if body is None:
             return None
@@ -86,7 +94,6 @@ class HotRoutes:
                 environ["wsgi.input"] = io.BytesIO(body)  # Django reads it again
                 return None
         try:
-            live = services.lookup(user, instance_id)
             if route == "step":
                 data = live.step(*args)
             elif route == "reset":
@@ -95,6 +102,11 @@ class HotRoutes:
                 data = {"action": live.sample()}
         except UsageError as exc:
             return exc.status_code, orjson.dumps({"message": exc.message})
+        except Exception as exc:  # a bug: answered as the DRF handler would
+            log.exception("Unhandled error in the fast path")
+            return 500, orjson.dumps(
+                {"message": f"Internal server error ({type(exc).__name__})"}
+            )
         return 200, orjson.dumps(data)
 
 

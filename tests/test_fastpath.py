@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -63,21 +62,19 @@ def call(
     ) -> None:
         seen["status"], seen["headers"] = int(status.split()[0]), dict(headers)
 
-    chunks = app(environ, start_response)
-    out = b"".join(chunks)
-    if hasattr(chunks, "close"):
-        chunks.close()
-    return Answer(seen["status"], seen["headers"], out, environ["wsgi.input"].read())
-
-
-@pytest.fixture(autouse=True)
-def _keep_the_test_transaction() -> Iterator[None]:
-    """As Django's test client does: no connection clean-up inside a test's transaction."""
+    # As Django's test client does: no connection clean-up inside the test's transaction
+    # (the test client reconnects these after each of its own requests).
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
-    yield
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
+    try:
+        chunks = app(environ, start_response)
+        out = b"".join(chunks)
+        if hasattr(chunks, "close"):
+            chunks.close()
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+    return Answer(seen["status"], seen["headers"], out, environ["wsgi.input"].read())
 
 
 # (method, route, raw body, content type, extra WSGI headers)
@@ -298,3 +295,31 @@ def test_it_can_be_switched_off(
     settings.GYM_FAST_PATH = False
 
     assert reached_django(call(fast_app, "POST", f"/v1/envs/{cartpole}/reset/"))
+
+
+def test_it_leaves_rebuilding_from_the_registry_to_django(
+    cartpole: str, cache: Any
+) -> None:
+    live = cache.pop(cartpole)  # a restart: the registry row is all there is
+    live.env.close()
+
+    r = call(fast_app, "POST", f"/v1/envs/{cartpole}/step/", b'{"action": 0}')
+
+    assert r.status == 400
+    assert b"restored after a server restart" in r.body
+    assert cartpole in cache
+
+
+def test_it_answers_its_own_bugs_in_json(cartpole: str, monkeypatch: Any) -> None:
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    call(fast_app, "POST", f"/v1/envs/{cartpole}/reset/")
+    monkeypatch.setattr("envs_api.runtime.backends.LocalEnv.step", broken)
+
+    r = call(fast_app, "POST", f"/v1/envs/{cartpole}/step/", b'{"action": 0}')
+
+    assert (r.status, r.body) == (
+        500,
+        b'{"message":"Internal server error (RuntimeError)"}',
+    )
