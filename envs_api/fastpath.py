@@ -1,4 +1,4 @@
-"""The agent loop's routes (step, reset, action_space/sample) before Django.
+"""The agent loop's routes (create, step, reset, action_space/sample, close) before Django.
 
 An agent's loop is sample, step, step, ..., reset, millions of times. This WSGI
 wrapper answers the plain, well-formed requests of those three routes itself, with
@@ -24,20 +24,33 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.core.signals import setting_changed
+from django.core.signals import request_finished, request_started, setting_changed
 from django.dispatch import receiver
-from django.http.request import split_domain_port, validate_host
+from django.http.request import HttpHeaders, split_domain_port, validate_host
 from rest_framework.settings import api_settings
 
 from envs_api import services
 from envs_api.authentication import remembered_user
 from envs_api.runtime.errors import UsageError
+from envs_api.throttles import GymCreateThrottle
 
-ROUTE = re.compile(r"/v1/envs/([^/]+)/(step|reset|action_space/sample)/?")
-METHODS = {"step": "POST", "reset": "POST", "action_space/sample": "GET"}
+ROUTE = re.compile(r"/v1/envs(?:/([^/]+)/(step|reset|action_space/sample|close))?/?")
+METHODS = {
+    "create": "POST",
+    "step": "POST",
+    "reset": "POST",
+    "action_space/sample": "GET",
+    "close": "POST",
+}
+MAX_SEED = 2**64 - 1
 ANONYMOUS = AnonymousUser()
 log = logging.getLogger(__name__)
-STATUS = {200: "200 OK", 400: "400 Bad Request", 500: "500 Internal Server Error"}
+STATUS = {
+    200: "200 OK",
+    400: "400 Bad Request",
+    429: "429 Too Many Requests",
+    500: "500 Internal Server Error",
+}
 # What Django's security and clickjacking middleware add to every answer.
 HEADERS = [
     ("Content-Type", "application/json"),
@@ -61,7 +74,11 @@ class HotRoutes:
     ) -> Any:
         match = ROUTE.fullmatch(environ.get("PATH_INFO", ""))
         if match is not None:
-            answer = self._answer(environ, *match.groups())
+            instance_id, route = match.groups()
+            if route is None:
+                answer = self._create(environ)
+            else:
+                answer = self._answer(environ, instance_id, route)
             if answer is not None:
                 status, content = answer
                 start_response(
@@ -93,21 +110,75 @@ class HotRoutes:
             if not args:
                 environ["wsgi.input"] = io.BytesIO(body)  # Django reads it again
                 return None
-        try:
-            if route == "step":
-                data = live.step(*args)
-            elif route == "reset":
-                data = live.reset()
-            else:
-                data = {"action": live.sample()}
-        except UsageError as exc:
-            return exc.status_code, orjson.dumps({"message": exc.message})
-        except Exception as exc:  # a bug: answered as the DRF handler would
-            log.exception("Unhandled error in the fast path")
-            return 500, orjson.dumps(
-                {"message": f"Internal server error ({type(exc).__name__})"}
-            )
-        return 200, orjson.dumps(data)
+        if route == "step":
+            return _run(live.step, *args)
+        if route == "reset":
+            return _run(live.reset)
+        if route == "close":
+            return _with_database(environ, _closed, user, instance_id)
+        return _run(_sampled, live)
+
+    def _create(self, environ: dict[str, Any]) -> Any:
+        """POST /v1/envs/ for a plain body, or None to let Django handle it."""
+        conf = config()
+        if not conf.enabled or not _plain(environ, "POST", conf):
+            return None
+        user = _caller(environ, conf)
+        if user is None:
+            return None
+        body = _read_body(environ, conf)
+        if body is None:
+            return None
+        args = _create_args(body)
+        throttle = GymCreateThrottle()  # one per request: it keeps per-call state
+        if args is None or not throttle.allow_request(_Caller(environ, user), None):
+            environ["wsgi.input"] = io.BytesIO(body)  # DRF answers (and throttles)
+            return None
+        env_id, options = args
+        return _with_database(environ, services.create, user, env_id, **options)
+
+
+class _Caller:
+    """What DRF's throttles read of a request."""
+
+    def __init__(self, environ: dict[str, Any], user: Any) -> None:
+        self.META = environ
+        self.headers = HttpHeaders(environ)
+        self.user = user
+
+
+def _with_database(
+    environ: dict[str, Any], call: Callable[..., Any], *args: Any, **kwargs: Any
+) -> tuple[int, bytes]:
+    """_run() between Django's request signals, which look after DB connections."""
+    request_started.send(sender=HotRoutes, environ=environ)
+    try:
+        return _run(call, *args, **kwargs)
+    finally:
+        request_finished.send(sender=HotRoutes)
+
+
+def _closed(user: Any, instance_id: str) -> dict[str, Any]:
+    services.close(user, instance_id)
+    return {}
+
+
+def _sampled(live: Any) -> dict[str, Any]:
+    return {"action": live.sample()}
+
+
+def _run(call: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+    """(status, body) of a use case, its errors rendered as the DRF handler does."""
+    try:
+        data = call(*args, **kwargs)
+    except UsageError as exc:
+        return exc.status_code, orjson.dumps({"message": exc.message})
+    except Exception as exc:  # a bug: answered as the DRF handler would
+        log.exception("Unhandled error in the fast path")
+        return 500, orjson.dumps(
+            {"message": f"Internal server error ({type(exc).__name__})"}
+        )
+    return 200, orjson.dumps(data)
 
 
 class _Config:
@@ -212,3 +283,30 @@ def _step_args(body: bytes) -> tuple[Any, bool] | tuple[()]:
     if not isinstance(render, bool):
         return ()  # "true", 1...: the view's BooleanField decides
     return action, render
+
+
+def _create_args(body: bytes) -> tuple[str, dict[str, Any]] | None:
+    """(env_id, options) of a plain create body, else None (DRF validates the rest)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or "kwargs" in data:
+        return None
+    env_id = data.get("env_id")
+    if not isinstance(env_id, str) or not 0 < len(env_id) <= 200:
+        return None
+    options: dict[str, Any] = {}
+    for name, low, high in (("seed", 0, MAX_SEED), ("max_episode_steps", 1, 10**9)):
+        value = data.get(name)
+        if value is None or value == "" or value == []:
+            continue
+        if type(value) is not int or not low <= value <= high:
+            return None  # DRF's IntegerField decides ("7", 7.0, out of range...)
+        options[name] = value
+    render_mode = data.get("render_mode")
+    if render_mode is not None and render_mode != "":
+        if not isinstance(render_mode, str) or len(render_mode) > 32:
+            return None
+        options["render_mode"] = render_mode
+    return env_id, options

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import sys
 from typing import Any
 
+import orjson
 import pytest
 from django.contrib.auth.models import User
 from django.core.signals import request_finished, request_started
@@ -14,6 +16,7 @@ from django.db import close_old_connections
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from envs_api.models import EnvInstance
 from envs_api.views import EnvViewSet
 from gymsite.wsgi import application as fast_app
 from gymsite.wsgi import django_application as django_app
@@ -323,3 +326,131 @@ def test_it_answers_its_own_bugs_in_json(cartpole: str, monkeypatch: Any) -> Non
         500,
         b'{"message":"Internal server error (RuntimeError)"}',
     )
+
+
+CREATE_BODIES = [
+    b'{"env_id": "CartPole-v1"}',
+    b'{"env_id": "CartPole-v1", "seed": 0}',
+    b'{"env_id": "CartPole-v1", "seed": 18446744073709551615}',
+    b'{"env_id": "CartPole-v1", "seed": ""}',
+    b'{"env_id": "CartPole-v1", "seed": null, "extra": 1}',
+    b'{"env_id": "CartPole-v1", "seed": -1}',
+    b'{"env_id": "CartPole-v1", "seed": "7"}',
+    b'{"env_id": "CartPole-v1", "seed": 7.0}',
+    b'{"env_id": "CartPole-v1", "seed": true}',
+    b'{"env_id": "CartPole-v1", "max_episode_steps": 5}',
+    b'{"env_id": "CartPole-v1", "max_episode_steps": 0}',
+    b'{"env_id": "CartPole-v1", "render_mode": "rgb_array"}',
+    b'{"env_id": "CartPole-v1", "render_mode": "human"}',
+    b'{"env_id": "CartPole-v1", "kwargs": {"x": 1}}',
+    b'{"env_id": "FrozenLake-v0"}',
+    b'{"env_id": "CartPole"}',
+    b'{"env_id": "bad string"}',
+    b'{"env_id": "Nope-v3"}',
+    b'{"env_id": "json.tool:Evil-v0"}',
+    b'{"env_id": 5}',
+    b'{"env_id": ""}',
+    b"{}",
+    b"null",
+    b"",
+    b"[1]",
+    b"{bad",
+]
+
+
+def normalized(r: Answer) -> tuple[int, bytes]:
+    """The answer with the new instance's random id blanked out."""
+    return r.status, re.sub(
+        rb'"instance_id":"[0-9a-f]+"', b'"instance_id":"<id>"', r.body
+    )
+
+
+@pytest.mark.parametrize("content_type", ["application/json", None])
+def test_it_creates_like_the_views(db: None, content_type: str | None) -> None:
+    fast = [
+        normalized(call(fast_app, "POST", "/v1/envs/", body, content_type))
+        for body in CREATE_BODIES
+    ]
+    slow = [
+        normalized(call(django_app, "POST", "/v1/envs", body, content_type))
+        for body in CREATE_BODIES
+    ]
+
+    assert fast == slow
+    assert {status for status, _ in fast} == {200, 400}
+
+
+def test_it_creates_without_drf(db: None, views_broken: None, monkeypatch: Any) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("reached the DRF view")
+
+    monkeypatch.setattr(EnvViewSet, "create", broken)
+    monkeypatch.setattr(EnvViewSet, "close", broken)
+
+    created = call(
+        fast_app, "POST", "/v1/envs/", b'{"env_id": "CartPole-v1", "seed": 1}'
+    )
+    instance_id = orjson.loads(created.body)["instance_id"]
+    closed = call(fast_app, "POST", f"/v1/envs/{instance_id}/close/", b"null")
+
+    assert created.status == 200
+    assert (closed.status, closed.body) == (200, b"{}")
+    assert EnvInstance.objects.get(instance_id=instance_id).status == "closed"
+
+
+def test_it_closes_like_the_views(alice: User, api: APIClient) -> None:
+    key = Token.objects.create(user=alice).key
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    answers = []
+    for app in (fast_app, django_app):
+        mine = create(client)
+        anonymous = create(api)
+        for caller, instance_id in (
+            ("alice", anonymous),  # someone else's
+            ("anonymous", mine),
+            ("alice", mine),
+            ("alice", mine),  # already closed
+            ("anonymous", "bad_id"),
+        ):
+            headers = (
+                {"HTTP_AUTHORIZATION": f"Token {key}"} if caller == "alice" else {}
+            )
+            r = call(app, "POST", f"/v1/envs/{instance_id}/close/", b"", **headers)
+            answers.append(
+                (
+                    r.status,
+                    r.body.replace(mine.encode(), b"<mine>").replace(
+                        anonymous.encode(), b"<anon>"
+                    ),
+                )
+            )
+    assert answers[:5] == answers[5:]
+
+
+def test_it_throttles_creation_like_the_views(db: None, settings: Any) -> None:
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"requests": None, "create": "2/min"},
+    }
+
+    statuses = [
+        call(fast_app, "POST", "/v1/envs/", b'{"env_id": "CartPole-v1"}').status
+        for _ in range(3)
+    ]
+    last = call(fast_app, "POST", "/v1/envs/", b'{"env_id": "CartPole-v1"}')
+
+    assert statuses == [200, 200, 429]
+    assert int(last.headers["Retry-After"]) > 0
+    assert b"throttled" in last.body
+
+
+def test_it_applies_quotas_like_the_views(db: None, settings: Any) -> None:
+    settings.GYM_MAX_INSTANCES_PER_USER = 1
+    call(fast_app, "POST", "/v1/envs/", b'{"env_id": "CartPole-v1"}')
+
+    fast = call(fast_app, "POST", "/v1/envs/", b'{"env_id": "CartPole-v1"}')
+    slow = call(django_app, "POST", "/v1/envs/", b'{"env_id": "CartPole-v1"}')
+
+    assert (fast.status, fast.body) == (slow.status, slow.body)
+    assert fast.status == 429
