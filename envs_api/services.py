@@ -11,12 +11,15 @@ closes instances idle for longer than GYM_IDLE_TIMEOUT.
 from __future__ import annotations
 
 import atexit
+import ctypes
+import gc
 import logging
 import multiprocessing.util
 import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -227,6 +230,7 @@ def _close(
         updated = rows.update(**fields)
     if live is not None:
         live.close()
+        _memory.note_close()
     elif not updated:
         raise UnknownInstance(instance_id)
 
@@ -435,6 +439,41 @@ def _expire(instance_id: str, cutoff: float, reason: str) -> bool:
     return True
 
 
+class _Memory:
+    """Give memory back to the system after many instances were closed.
+
+    Python keeps freed memory in its allocators; after a burst of closes (an
+    experiment ending, idle instances reaped) glibc's malloc_trim returns it, so the
+    process shrinks back towards its baseline instead of staying at its peak.
+    """
+
+    TRIM_AFTER = 100  # closes
+
+    def __init__(self) -> None:
+        self.closed_since_trim = 0
+        try:
+            self._trim: Callable[[int], int] | None = ctypes.CDLL(
+                "libc.so.6"
+            ).malloc_trim
+        except (OSError, AttributeError):  # not glibc: nothing to do
+            self._trim = None
+
+    def note_close(self) -> None:
+        self.closed_since_trim += 1
+
+    def maybe_trim(self) -> bool:
+        """Collect and trim if enough instances closed since last time."""
+        if self.closed_since_trim < self.TRIM_AFTER or self._trim is None:
+            return False
+        self.closed_since_trim = 0
+        gc.collect()
+        self._trim(0)
+        return True
+
+
+_memory = _Memory()
+
+
 class _Maintenance:
     """A daemon thread: flush() every GYM_FLUSH_INTERVAL s, reap() now and then."""
 
@@ -476,6 +515,7 @@ class _Maintenance:
             ):
                 self._last_reap = time.monotonic()
                 reap()
+            _memory.maybe_trim()
         except Exception:
             log.exception("maintenance pass failed; will retry")
 

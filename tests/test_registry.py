@@ -219,3 +219,23 @@ def test_it_leaves_no_row_when_creation_fails(api: APIClient) -> None:
     )
 
     assert EnvInstance.objects.count() == 0
+
+
+def test_it_gives_memory_back_after_many_closes(
+    api: APIClient, monkeypatch: Any
+) -> None:
+    trims: list[int] = []
+    monkeypatch.setattr(services._memory, "_trim", trims.append)
+    monkeypatch.setattr(services._memory, "TRIM_AFTER", 3)
+    monkeypatch.setattr(services._memory, "closed_since_trim", 0)
+    ids = [create(api) for _ in range(4)]
+
+    for instance_id in ids[:2]:
+        api.post(f"/v1/envs/{instance_id}/close/")
+    assert services._memory.maybe_trim() is False
+    for instance_id in ids[2:]:
+        api.post(f"/v1/envs/{instance_id}/close/")
+
+    assert services._memory.maybe_trim() is True
+    assert trims == [0]
+    assert services._memory.maybe_trim() is False  # counted afresh
