@@ -641,8 +641,12 @@ def memory(server: Server, cfg: Config) -> dict[str, float]:
 
 
 def gc_pause() -> None:
-    """Let the server settle before reading its RSS."""
-    time.sleep(1.0)
+    """Let the server settle before reading its RSS.
+
+    Longer than gymsite's maintenance tick (GYM_FLUSH_INTERVAL, 2 s), which is when it
+    gives memory back after many closes.
+    """
+    time.sleep(2.5)
 
 
 def bare_gymnasium_kib(n: int) -> float | None:
