@@ -32,6 +32,7 @@ from rest_framework.settings import api_settings
 from envs_api import services
 from envs_api.authentication import remembered_user
 from envs_api.runtime.errors import UsageError
+from envs_api.serializers import absent
 from envs_api.throttles import GymCreateThrottle
 
 ROUTE = re.compile(r"/v1/envs(?:/([^/]+)/(step|reset|action_space/sample|close))?/?")
@@ -275,10 +276,10 @@ def _step_args(body: bytes) -> tuple[Any, bool] | tuple[()]:
     if not isinstance(data, dict):
         return ()
     action = data.get("action")
-    if action is None or action == "" or action == []:
+    if absent(action):
         return ()  # the view answers with the protocol's message
     render = data.get("render", False)
-    if render is None or render == "" or render == []:
+    if absent(render):
         render = False
     if not isinstance(render, bool):
         return ()  # "true", 1...: the view's BooleanField decides
@@ -299,7 +300,7 @@ def _create_args(body: bytes) -> tuple[str, dict[str, Any]] | None:
     options: dict[str, Any] = {}
     for name, low, high in (("seed", 0, MAX_SEED), ("max_episode_steps", 1, 10**9)):
         value = data.get(name)
-        if value is None or value == "" or value == []:
+        if absent(value):
             continue
         if type(value) is not int or not low <= value <= high:
             return None  # DRF's IntegerField decides ("7", 7.0, out of range...)

@@ -14,8 +14,9 @@ from rest_framework import serializers
 MAX_SEED = 2**64 - 1  # an unsigned 64-bit seed, as typed clients send it
 
 
-def _present(value: Any) -> bool:
-    return not (value is None or (isinstance(value, str | list) and len(value) == 0))
+def absent(value: Any) -> bool:
+    """The protocol's "not given": ``null``, ``""`` or ``[]``."""
+    return value is None or (isinstance(value, str | list) and len(value) == 0)
 
 
 class ProtocolSerializer(serializers.Serializer):
@@ -30,7 +31,9 @@ class ProtocolSerializer(serializers.Serializer):
                     ]
                 }
             )
-        return super().to_internal_value({k: v for k, v in data.items() if _present(v)})
+        return super().to_internal_value(
+            {k: v for k, v in data.items() if not absent(v)}
+        )
 
 
 def _kind(data: Any) -> str:
