@@ -76,6 +76,23 @@ end
 """
 
 
+# 16 connections, each request stepping the next of 16 instances (wrk's Lua state is
+# per thread, not per connection, so "its own instance" is approximated by rotation).
+WRK16_SCRIPT = """\
+local ids = {}
+local n = 0
+init = function(args)
+  for i, v in ipairs(args) do ids[i] = v end
+end
+request = function()
+  n = n + 1
+  local id = ids[(n % #ids) + 1]
+  return wrk.format("POST", "/v1/envs/" .. id .. "/step/",
+                    {["Content-Type"] = "application/json"}, '{"action": 0}')
+end
+""" + WRK_SCRIPT.split("\n\n", 1)[1]
+
+
 class BenchError(Exception):
     """A server answered something the benchmark cannot use."""
 
@@ -514,6 +531,45 @@ def wrk_pair(server: Server, cfg: Config, script: Path) -> dict[str, float]:
     return out
 
 
+def wrk_sixteen(server: Server, cfg: Config, script: Path) -> dict[str, float]:
+    """wrk -t2 -c16 stepping 16 instances in rotation: p99 without a Python client."""
+    wrk = shutil.which("wrk")
+    if not wrk:
+        return {}
+    with client(server.port) as c:
+        ids = [c.create(seed=0) for _ in range(16)]
+        for iid in ids:
+            c.reset(iid)
+    try:
+        cmd = [wrk, "-t2", "-c16", f"-d{cfg.wrk_seconds}s", "--timeout", "10s"]
+        cmd += ["-s", str(script), f"http://{HOST}:{server.port}/", "--", *ids]
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=cfg.wrk_seconds + 60
+        )
+        line = next(
+            (ln for ln in done.stdout.splitlines() if ln.startswith("WRKJSON ")), None
+        )
+        if line is None:
+            raise BenchError(f"wrk said: {(done.stderr or done.stdout)[-300:]}")
+        r = json.loads(line[8:])
+        errors = sum(r[k] for k in ("connect", "read", "write", "timeout"))
+        if errors or r["status"]:
+            server.notes.append(
+                f"wrk -c16: {r['status']} non-2xx answers, {errors} socket errors"
+                f" of {r['requests']} requests"
+            )
+        return {
+            "wrk16.rps": r["requests"] / (r["duration_us"] / 1e6),
+            "wrk16.p50_us": r["p50_us"],
+            "wrk16.p99_us": r["p99_us"],
+        }
+    finally:
+        with client(server.port) as c:
+            for iid in ids:
+                with contextlib.suppress(Exception):
+                    c.close_env(iid)
+
+
 def concurrent_clients(server: Server, cfg: Config) -> dict[str, float]:
     """N threads, each its own connection and instance, stepping at the same time."""
     n = cfg.clients
@@ -714,6 +770,9 @@ METRICS = [
     ("wrk1.p99_us", "wrk -t1 -c1: p99 latency (µs)", "lower", True),
     ("wrk4.rps", "wrk -t2 -c4, one instance: req/s", "higher", True),
     ("wrk4.p99_us", "wrk -t2 -c4: p99 latency (µs)", "lower", True),
+    ("wrk16.rps", "wrk -t2 -c16, 16 instances: req/s", "higher", True),
+    ("wrk16.p50_us", "wrk -t2 -c16, 16 instances: p50 (µs)", "lower", True),
+    ("wrk16.p99_us", "wrk -t2 -c16, 16 instances: p99 (µs)", "lower", True),
     ("c16.p50_us", "{clients} clients, own instances: p50 (µs)", "lower", True),
     ("c16.p99_us", "{clients} clients, own instances: p99 (µs)", "lower", True),
     ("c16.steps_s", "{clients} clients: total steps/s", "higher", True),
@@ -981,11 +1040,14 @@ def main() -> int:
 
         script = tmp / "step.lua"
         script.write_text(WRK_SCRIPT)
+        script16 = tmp / "step16.lua"
+        script16.write_text(WRK16_SCRIPT)
         if not shutil.which("wrk"):
             log("wrk not installed: no wrk figures (apt-get install -y wrk)")
         plan: list[tuple[str, Callable[[Server], dict[str, float]]]] = [
             ("step loop", lambda s: step_loop(s, cfg)),
             ("wrk", lambda s: wrk_pair(s, cfg, script)),
+            ("wrk 16 instances", lambda s: wrk_sixteen(s, cfg, script16)),
             (f"{cfg.clients} clients", lambda s: concurrent_clients(s, cfg)),
             ("create+close", lambda s: create_close(s, cfg)),
         ]

@@ -37,8 +37,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--threads",
             type=int,
-            default=4,
-            help="threads running requests (default 4)",
+            default=1,
+            help="Python threads running requests (default 1: measured fastest, see README)",
         )
         parser.add_argument(
             "--server",
