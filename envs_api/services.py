@@ -29,6 +29,7 @@ from django.conf import settings
 from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.utils.timezone import now
 
+from envs_api import registry
 from envs_api.models import EnvInstance
 from envs_api.runtime import envids, monitor
 from envs_api.runtime.backends import LocalEnv
@@ -160,21 +161,21 @@ def _register(
             clock=_cache.clock,
         )
         try:
-            with transaction.atomic():
-                row = EnvInstance.objects.create(
+            with transaction.atomic():  # a savepoint: a collision leaves no trace
+                registry.insert(
                     instance_id=instance_id,
                     env_id=resolved.env_id,
                     requested_env_id=resolved.requested if resolved.warning else "",
                     make_kwargs=make_kwargs,
                     seed=seed,
-                    owner_id=owner,
+                    owner=owner,
+                    created=now(),
                     last_used=_dt(live.last_used),
                     action_space=live.action_info,
                     observation_space=live.observation_info,
                 )
         except IntegrityError:  # an 8-hex-digit id collided: draw again
             continue
-        live.row_pk = row.pk
         return live
     raise RuntimeError("could not draw a unique instance id")
 
@@ -213,9 +214,6 @@ def _close(
         live = _cache.get(instance_id)
         if live is not None and check_owner and live.owner_id != owner:
             raise UnknownInstance(instance_id)
-        rows = EnvInstance.objects.filter(instance_id=instance_id, status=ACTIVE)
-        if check_owner:
-            rows = rows.filter(owner_id=owner)
         fields: dict[str, Any] = {
             "status": status,
             "closed": now(),
@@ -227,7 +225,10 @@ def _close(
             fields.update(
                 step_count=steps, episode_count=episodes, last_used=_dt(last_used)
             )
-        updated = rows.update(**fields)
+        if check_owner:
+            updated = registry.update_active(instance_id, fields, owner=owner)
+        else:
+            updated = registry.update_active(instance_id, fields)
     if live is not None:
         live.close()
         _memory.note_close()
@@ -297,7 +298,6 @@ def _rebuild(row: EnvInstance) -> LocalEnv:
         restored=True,
         clock=_cache.clock,
     )
-    live.row_pk = row.pk
     if row.monitor_dir:
         _reapply_monitor(live, row)
     return live
@@ -351,7 +351,7 @@ def monitor_start(
     warnings = live.start_monitor(
         path, force=force, resume=resume, video_every=video_every
     )
-    EnvInstance.objects.filter(pk=live.row_pk).update(
+    EnvInstance.objects.filter(instance_id=live.instance_id).update(
         monitor_dir=str(path.relative_to(Path(settings.GYM_MONITOR_ROOT).resolve())),
         monitor_video_every=video_every,
     )
@@ -362,7 +362,7 @@ def monitor_close(user: Any, instance_id: str) -> None:
     """Flush and stop the monitor; the instance stays usable."""
     live = lookup(user, instance_id)
     live.close_monitor()
-    EnvInstance.objects.filter(pk=live.row_pk).update(
+    EnvInstance.objects.filter(instance_id=live.instance_id).update(
         monitor_dir="", monitor_video_every=None
     )
 
@@ -376,26 +376,20 @@ def _dt(timestamp: float) -> datetime:
 
 def flush() -> int:
     """Write the counters and last-used times of changed instances; return how many."""
-    dirty = [
-        live for live in _cache.snapshot() if live.dirty and live.row_pk is not None
-    ]
+    dirty = [live for live in _cache.snapshot() if live.dirty]
     if not dirty:
         return 0
     rows = []
     for live in dirty:
         steps, episodes, last_used = live.counters()
-        rows.append(
-            EnvInstance(
-                pk=live.row_pk,
-                step_count=steps,
-                episode_count=episodes,
-                last_used=_dt(last_used),
-            )
-        )
+        values = {
+            "step_count": steps,
+            "episode_count": episodes,
+            "last_used": _dt(last_used),
+        }
+        rows.append((live.instance_id, values))
     try:
-        EnvInstance.objects.bulk_update(
-            rows, ["step_count", "episode_count", "last_used"], batch_size=500
-        )
+        registry.update_many_active(rows)
     except Exception:
         for live in dirty:
             live.dirty = True  # try again next time

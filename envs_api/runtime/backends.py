@@ -67,7 +67,6 @@ class LocalEnv:
         self._clock = clock
         self.last_used = clock()
         self.monitor: Monitor | None = None
-        self.row_pk: int | None = None  # the registry's key for write-behind
         self.action_info = spaces.describe(env.action_space)
         self.observation_info = spaces.describe(env.observation_space)
         if seed is not None:
