@@ -1,7 +1,7 @@
-"""Plain-SQL writes of registry rows on the measured paths: create, close, flush.
+"""Plain SQL for the registry on the measured paths: create, close, flush.
 
 Building a model instance and compiling a query cost the ORM several times what the
-database spent on these one-row writes. These helpers keep the ORM's own value
+database spent on these one-row writes and the quota count. These helpers keep the ORM's own value
 conversions (each field's ``get_db_prep_save``), so rows are stored exactly as the
 ORM would store them, on SQLite and PostgreSQL alike; reads stay with the ORM.
 """
@@ -78,3 +78,19 @@ def update_many_active(rows: list[tuple[str, dict[str, Any]]]) -> None:
     ]
     with connection.cursor() as cursor:
         cursor.executemany(f"UPDATE {_table()} SET {sets} WHERE {where}", params)
+
+
+def active_counts(owner: int | None) -> tuple[int, int]:
+    """Active rows on the server, and those of ``owner`` (None: anonymous), in one query."""
+    owner_column = _column("owner")
+    mine = f"{owner_column} IS NULL" if owner is None else f"{owner_column} = %s"
+    sql = (
+        f"SELECT COUNT(*), COUNT(CASE WHEN {mine} THEN 1 END) FROM {_table()} "
+        f"WHERE {_column('status')} = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql, [*([] if owner is None else [owner]), EnvInstance.Status.ACTIVE]
+        )
+        total, own = cursor.fetchone()
+    return int(total), int(own)
