@@ -503,32 +503,40 @@ def wrk_pair(server: Server, cfg: Config, script: Path) -> dict[str, float]:
     try:
         url = f"http://{HOST}:{server.port}/v1/envs/{iid}/step/"
         for key, threads, conns in (("wrk1", 1, 1), ("wrk4", 2, 4)):
-            cmd = [wrk, f"-t{threads}", f"-c{conns}", f"-d{cfg.wrk_seconds}s"]
-            cmd += ["--timeout", "10s", "-s", str(script), url]
-            done = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=cfg.wrk_seconds + 60
-            )
-            line = next(
-                (ln for ln in done.stdout.splitlines() if ln.startswith("WRKJSON ")),
-                None,
-            )
-            if line is None:
-                raise BenchError(f"wrk said: {(done.stderr or done.stdout)[-300:]}")
-            r = json.loads(line[8:])
-            errors = sum(r[k] for k in ("connect", "read", "write", "timeout"))
-            if errors or r["status"]:
-                server.notes.append(
-                    f"wrk -c{conns}: {r['status']} non-2xx answers, {errors} socket errors"
-                    f" (connect {r['connect']}, read {r['read']}, write {r['write']},"
-                    f" timeout {r['timeout']}) of {r['requests']} requests"
-                )
-            out[f"{key}.rps"] = r["requests"] / (r["duration_us"] / 1e6)
-            out[f"{key}.p50_us"] = r["p50_us"]
-            out[f"{key}.p99_us"] = r["p99_us"]
+            args = [f"-t{threads}", f"-c{conns}", "-s", str(script), url]
+            out.update(run_wrk(wrk, args, key, server, cfg))
     finally:
         with client(server.port) as c, contextlib.suppress(Exception):
             c.close_env(iid)
     return out
+
+
+def run_wrk(
+    wrk: str, args: list[str], key: str, server: Server, cfg: Config
+) -> dict[str, float]:
+    """Run wrk with our reporting script; return req/s, p50 and p99 under ``key``."""
+    cmd = [wrk, f"-d{cfg.wrk_seconds}s", "--timeout", "10s", *args]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=cfg.wrk_seconds + 60
+    )
+    line = next(
+        (ln for ln in done.stdout.splitlines() if ln.startswith("WRKJSON ")), None
+    )
+    if line is None:
+        raise BenchError(f"wrk said: {(done.stderr or done.stdout)[-300:]}")
+    r = json.loads(line[8:])
+    errors = sum(r[k] for k in ("connect", "read", "write", "timeout"))
+    if errors or r["status"]:
+        server.notes.append(
+            f"wrk {' '.join(args[:2])}: {r['status']} non-2xx answers, {errors} socket "
+            f"errors (connect {r['connect']}, read {r['read']}, write {r['write']}, "
+            f"timeout {r['timeout']}) of {r['requests']} requests"
+        )
+    return {
+        f"{key}.rps": r["requests"] / (r["duration_us"] / 1e6),
+        f"{key}.p50_us": r["p50_us"],
+        f"{key}.p99_us": r["p99_us"],
+    }
 
 
 def wrk_sixteen(server: Server, cfg: Config, script: Path) -> dict[str, float]:
@@ -541,28 +549,8 @@ def wrk_sixteen(server: Server, cfg: Config, script: Path) -> dict[str, float]:
         for iid in ids:
             c.reset(iid)
     try:
-        cmd = [wrk, "-t2", "-c16", f"-d{cfg.wrk_seconds}s", "--timeout", "10s"]
-        cmd += ["-s", str(script), f"http://{HOST}:{server.port}/", "--", *ids]
-        done = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=cfg.wrk_seconds + 60
-        )
-        line = next(
-            (ln for ln in done.stdout.splitlines() if ln.startswith("WRKJSON ")), None
-        )
-        if line is None:
-            raise BenchError(f"wrk said: {(done.stderr or done.stdout)[-300:]}")
-        r = json.loads(line[8:])
-        errors = sum(r[k] for k in ("connect", "read", "write", "timeout"))
-        if errors or r["status"]:
-            server.notes.append(
-                f"wrk -c16: {r['status']} non-2xx answers, {errors} socket errors"
-                f" of {r['requests']} requests"
-            )
-        return {
-            "wrk16.rps": r["requests"] / (r["duration_us"] / 1e6),
-            "wrk16.p50_us": r["p50_us"],
-            "wrk16.p99_us": r["p99_us"],
-        }
+        args = ["-t2", "-c16", "-s", str(script), f"http://{HOST}:{server.port}/"]
+        return run_wrk(wrk, [*args, "--", *ids], "wrk16", server, cfg)
     finally:
         with client(server.port) as c:
             for iid in ids:
