@@ -91,10 +91,7 @@ class HotRoutes:
 
     def _answer(self, environ: dict[str, Any], instance_id: str, route: str) -> Any:
         """(status, body) or None to let Django handle the request."""
-        conf = config()
-        if not conf.enabled or not _plain(environ, METHODS[route], conf):
-            return None
-        user = _caller(environ, conf)
+        conf, user = _admitted(environ, METHODS[route])
         if user is None:
             return None
         # Only instances live in this process: rebuilding one from the registry, and
@@ -105,13 +102,11 @@ class HotRoutes:
         body = _read_body(environ, conf)
         if body is None:
             return None
-        args: tuple[Any, ...] = ()
         if route == "step":
             args = _step_args(body)
             if not args:
                 environ["wsgi.input"] = io.BytesIO(body)  # Django reads it again
                 return None
-        if route == "step":
             return _run(live.step, *args)
         if route == "reset":
             return _run(live.reset)
@@ -121,10 +116,7 @@ class HotRoutes:
 
     def _create(self, environ: dict[str, Any]) -> Any:
         """POST /v1/envs/ for a plain body, or None to let Django handle it."""
-        conf = config()
-        if not conf.enabled or not _plain(environ, "POST", conf):
-            return None
-        user = _caller(environ, conf)
+        conf, user = _admitted(environ, "POST")
         if user is None:
             return None
         body = _read_body(environ, conf)
@@ -137,6 +129,14 @@ class HotRoutes:
             return None
         env_id, options = args
         return _with_database(environ, services.create, user, env_id, **options)
+
+
+def _admitted(environ: dict[str, Any], method: str) -> tuple[_Config, Any]:
+    """The settings and the caller, whom None sends to Django."""
+    conf = config()
+    if not conf.enabled or not _plain(environ, method, conf):
+        return conf, None
+    return conf, _caller(environ, conf)
 
 
 class _Caller:

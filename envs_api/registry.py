@@ -15,7 +15,7 @@ from django.db import connection
 from envs_api.models import EnvInstance
 
 _META = EnvInstance._meta
-_OMITTED = object()
+ANY_OWNER: Any = object()  # update_active(): whoever owns the row
 
 
 def _column(name: str) -> str:
@@ -46,14 +46,14 @@ def insert(**values: Any) -> None:
 
 
 def update_active(
-    instance_id: str, values: dict[str, Any], owner: Any = _OMITTED
+    instance_id: str, values: dict[str, Any], owner: Any = ANY_OWNER
 ) -> int:
     """UPDATE the active row of ``instance_id`` (and ``owner``, if given); return count."""
     sets = ", ".join(f"{_column(name)} = %s" for name in values)
     params = [_prep(name, value) for name, value in values.items()]
     where = f"{_column('instance_id')} = %s AND {_column('status')} = %s"
     params += [instance_id, EnvInstance.Status.ACTIVE]
-    if owner is not _OMITTED:
+    if owner is not ANY_OWNER:
         where += f" AND {_column('owner')} " + ("IS NULL" if owner is None else "= %s")
         params += [] if owner is None else [owner]
     with connection.cursor() as cursor:

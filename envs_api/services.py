@@ -175,29 +175,32 @@ def list_all(user: Any) -> dict[str, str]:
 
 def close(user: Any, instance_id: str, reason: str = "closed by the client") -> None:
     """Mark the caller's row closed, then drop and close the live env."""
-    _close(instance_id, owner_id(user), EnvInstance.Status.CLOSED, reason)
+    _close(instance_id, EnvInstance.Status.CLOSED, reason, owner=owner_id(user))
 
 
 def close_any(instance_id: str, reason: str) -> bool:
     """Close an instance whoever owns it (the admin); False if it was not active."""
     try:
-        _close(instance_id, None, EnvInstance.Status.CLOSED, reason, check_owner=False)
+        _close(instance_id, EnvInstance.Status.CLOSED, reason)
     except UsageError:
         return False
     return True
 
 
 def _close(
-    instance_id: str,
-    owner: int | None,
-    status: str,
-    reason: str,
-    *,
-    check_owner: bool = True,
+    instance_id: str, status: str, reason: str, owner: Any = registry.ANY_OWNER
 ) -> None:
+    """Mark the active row ``status``, then drop and close the live env.
+
+    With ``owner`` given, another owner's instance is unknown; without, any is closed.
+    """
     with _registry_lock:
         live = _cache.get(instance_id)
-        if live is not None and check_owner and live.owner_id != owner:
+        if (
+            live is not None
+            and owner is not registry.ANY_OWNER
+            and live.owner_id != owner
+        ):
             raise UnknownInstance(instance_id)
         fields: dict[str, Any] = {
             "status": status,
@@ -210,10 +213,7 @@ def _close(
             fields.update(
                 step_count=steps, episode_count=episodes, last_used=_dt(last_used)
             )
-        if check_owner:
-            updated = registry.update_active(instance_id, fields, owner=owner)
-        else:
-            updated = registry.update_active(instance_id, fields)
+        updated = registry.update_active(instance_id, fields, owner=owner)
     if live is not None:
         live.close()
         _memory.note_close()
@@ -412,7 +412,7 @@ def _expire(instance_id: str, cutoff: float, reason: str) -> bool:
     if live is not None and live.last_used >= cutoff:
         return False
     try:
-        _close(instance_id, None, EnvInstance.Status.EXPIRED, reason, check_owner=False)
+        _close(instance_id, EnvInstance.Status.EXPIRED, reason)
     except UsageError:
         return False
     return True

@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from envs_api import serializers as s
 from envs_api import services
+from envs_api.management.commands.gymserver import SERVER_PID_VARIABLE
 from envs_api.permissions import IsAuthenticatedUser
 from envs_api.throttles import GymCreateThrottle
 
@@ -219,7 +220,7 @@ class ShutdownView(APIView):
         if not request.user.is_staff:
             raise PermissionDenied("Shutdown is for staff users only")
         # After the answer is on its way: SIGTERM makes gymserver flush and exit.
-        server_pid = int(os.environ.get("GYMSITE_SERVER_PID") or os.getpid())
+        server_pid = int(os.environ.get(SERVER_PID_VARIABLE) or os.getpid())
         threading.Timer(0.2, os.kill, (server_pid, signal.SIGTERM)).start()
         return Response({})
 
