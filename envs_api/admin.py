@@ -86,7 +86,7 @@ class EnvInstanceAdmin(admin.ModelAdmin):
 
     @admin.display(boolean=True, description="live in this process")
     def is_live(self, obj: EnvInstance) -> bool:
-        return obj.instance_id in services.env_cache()
+        return obj.instance_id in services.backend()
 
     @admin.display(description="action space")
     def action_space_info(self, obj: EnvInstance) -> str:

@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class EnvsApiConfig(AppConfig):
     name = "envs_api"
     verbose_name = "Environments"
+
+    def ready(self) -> None:
+        from envs_api import signals  # needs the user model: only once apps are ready
+
+        signals.connect()

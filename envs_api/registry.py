@@ -94,3 +94,15 @@ def active_counts(owner: int | None) -> tuple[int, int]:
         )
         total, own = cursor.fetchone()
     return int(total), int(own)
+
+
+def update(instance_id: str, values: dict[str, Any]) -> int:
+    """UPDATE the row of ``instance_id`` whatever its status; return the count."""
+    sets = ", ".join(f"{_column(name)} = %s" for name in values)
+    params = [_prep(name, value) for name, value in values.items()]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_table()} SET {sets} WHERE {_column('instance_id')} = %s",
+            [*params, instance_id],
+        )
+        return int(cursor.rowcount)

@@ -1,16 +1,15 @@
-"""A fast renderer of strict JSON (RFC 8259): orjson never writes NaN or Infinity."""
+"""Answers: strict JSON through ``protocol.dumps``, and JSON whatever the Accept."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
+from rest_framework.exceptions import NotAcceptable
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer
 
-
-def _fallback(obj: Any) -> Any:
-    """Render lazy strings, Decimals and the like as text rather than failing."""
-    return str(obj)
+from envs_api import protocol
 
 
 class StrictJSONRenderer(BaseRenderer):
@@ -28,7 +27,28 @@ class StrictJSONRenderer(BaseRenderer):
     ) -> bytes:
         if data is None:
             return b""
-        option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
         if renderer_context and renderer_context.get("indent"):
-            option |= orjson.OPT_INDENT_2
-        return orjson.dumps(data, default=_fallback, option=option)
+            return orjson.dumps(
+                data,
+                default=str,
+                option=orjson.OPT_SERIALIZE_NUMPY
+                | orjson.OPT_NON_STR_KEYS
+                | orjson.OPT_INDENT_2,
+            )
+        return protocol.dumps(data)
+
+
+class JSONUnlessAsked(DefaultContentNegotiation):
+    """The protocol answers JSON: an Accept header nothing matches gets JSON, not 406.
+
+    Old clients send ``Accept: text/plain`` or odd lists; the seed ignored Accept.
+    A browser asking for HTML still gets the browsable API, and ``?format=api`` too.
+    """
+
+    def select_renderer(
+        self, request: Any, renderers: list[Any], format_suffix: str | None = None
+    ) -> tuple[Any, str]:
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except NotAcceptable:
+            return renderers[0], renderers[0].media_type

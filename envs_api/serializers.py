@@ -1,106 +1,143 @@
-"""Request validation for the v1 routes.
+"""Documentation of the v1 requests and answers, for the OpenAPI schema and the forms.
 
-Protocol rule: a parameter that is ``null``, ``""`` or ``[]`` counts as absent, so a
-required one is "not provided" and an optional one takes its default.
+Requests are validated by ``protocol`` (the one wire contract), not here: these
+serializers only describe the bodies to drf-spectacular and the browsable API, so
+their limits are ``protocol``'s constants. Optional request fields are nullable
+because ``null`` (like ``""`` and ``[]``) means "absent" on the wire.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
-MAX_SEED = 2**64 - 1  # an unsigned 64-bit seed, as typed clients send it
+from envs_api.protocol import (
+    MAX_DIRECTORY,
+    MAX_ENV_ID,
+    MAX_EPISODE_STEPS,
+    MAX_JSON_DEPTH,
+    MAX_RENDER_MODE,
+    MAX_SEED,
+    MAX_TEXT,
+    MAX_VIDEO_EVERY,
+)
+
+ABSENT = (
+    'A parameter whose value is null, "" or [] counts as absent: a required one is '
+    'answered 400 "A required request parameter <name> was not provided", an '
+    "optional one takes its default. Unknown parameters are ignored; JSON may nest "
+    f"at most {MAX_JSON_DEPTH} levels."
+)
+BOOLEAN = ' (also "true"/"false", 1/0, "yes"/"no", "on"/"off").'
 
 
-def absent(value: Any) -> bool:
-    """The protocol's "not given": ``null``, ``""`` or ``[]``."""
-    return value is None or (isinstance(value, str | list) and len(value) == 0)
+@extend_schema_field(
+    {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
+)
+class SeedField(serializers.IntegerField):
+    """An unsigned 64-bit integer (no ``format``: int64 would say signed)."""
 
 
-class ProtocolSerializer(serializers.Serializer):
-    """Drops absent-valued parameters and insists on a JSON object body."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, Mapping):
-            raise serializers.ValidationError(
-                {
-                    "non_field_errors": [
-                        f"Request body must be a JSON object, not {_kind(data)}"
-                    ]
-                }
-            )
-        return super().to_internal_value(
-            {k: v for k, v in data.items() if not absent(v)}
-        )
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "boolean"},
+            {"type": "integer", "minimum": 1, "maximum": MAX_VIDEO_EVERY},
+        ]
+    }
+)
+class VideoCallableField(serializers.JSONField):
+    """false, true or a positive integer."""
 
 
-def _kind(data: Any) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean"}.get(
-        type(data), "a number"
-    )
+@extend_schema_serializer(description=f"The create body. {ABSENT}")
+class CreateEnvSerializer(serializers.Serializer):
+    """POST /v1/envs/."""
 
-
-class CreateEnvSerializer(ProtocolSerializer):
     env_id = serializers.CharField(
-        max_length=200,
+        min_length=1,
+        max_length=MAX_ENV_ID,
         trim_whitespace=False,
-        help_text="A Gymnasium id, e.g. CartPole-v1.",
+        help_text="A Gymnasium id, e.g. CartPole-v1 (retired ids such as "
+        "FrozenLake-v0 are served as their current version when legacy aliases are on).",
     )
-    seed = serializers.IntegerField(
+    seed = SeedField(
         required=False,
-        min_value=0,
-        max_value=MAX_SEED,
-        help_text="Seeds the first reset and the action-space sampler (0 is a seed).",
+        allow_null=True,
+        help_text="Seeds the first reset and the action-space sampler (0 is a seed): "
+        f"0 to 2^64-1 ({MAX_SEED}).",
     )
     render_mode = serializers.CharField(
         required=False,
-        max_length=32,
+        allow_null=True,
+        allow_blank=True,
+        max_length=MAX_RENDER_MODE,
         help_text='Gymnasium render mode fixed at creation, e.g. "rgb_array" (enables video).',
     )
     max_episode_steps = serializers.IntegerField(
         required=False,
+        allow_null=True,
         min_value=1,
-        max_value=10**9,
-        help_text="Override the env's time limit (episodes are truncated after it).",
+        max_value=MAX_EPISODE_STEPS,
+        help_text="Override the env's time limit (episodes are truncated after it): "
+        "1 to 10^9.",
     )
     kwargs = serializers.DictField(
         required=False,
-        help_text="Other gymnasium.make kwargs, only those the operator allows "
+        allow_null=True,
+        help_text="Other gymnasium.make kwargs: render_mode and max_episode_steps "
+        "(checked as above), others only where the operator allows them "
         "(GYM_ALLOWED_MAKE_KWARGS).",
     )
 
 
-class StepSerializer(ProtocolSerializer):
+@extend_schema_serializer(description=f"The step body. {ABSENT}")
+class StepSerializer(serializers.Serializer):
+    """POST /v1/envs/<id>/step/."""
+
     action = serializers.JSONField(
-        help_text="An action in the action space's JSON form."
+        help_text="An action in the action space's JSON form: an int for Discrete, "
+        "a (nested) list for Box, MultiDiscrete and MultiBinary, a list for Tuple, an "
+        "object for Dict."
     )
     render = serializers.BooleanField(
         required=False,
+        allow_null=True,
         default=False,
-        help_text="Render this step; honoured when the instance has a render mode.",
+        help_text="Render this step; honoured when the instance has a render mode"
+        + BOOLEAN,
     )
 
 
-class MonitorStartSerializer(ProtocolSerializer):
+@extend_schema_serializer(description=f"The monitor/start body. {ABSENT}")
+class MonitorStartSerializer(serializers.Serializer):
+    """POST /v1/envs/<id>/monitor/start/."""
+
     directory = serializers.CharField(
-        max_length=1024,
+        min_length=1,
+        max_length=MAX_DIRECTORY,
         trim_whitespace=False,
-        help_text="A folder inside GYM_MONITOR_ROOT (absolute paths map under it).",
+        help_text="A folder inside GYM_MONITOR_ROOT (absolute paths map under it; "
+        "a path whose .. leaves the root is refused).",
     )
     force = serializers.BooleanField(
         required=False,
+        allow_null=True,
         default=False,
-        help_text="Clear earlier openaigym.* results there.",
+        help_text="Clear earlier openaigym.* results there" + BOOLEAN,
     )
     resume = serializers.BooleanField(
-        required=False, default=False, help_text="Keep earlier results there."
-    )
-    video_callable = serializers.JSONField(
         required=False,
+        allow_null=True,
         default=False,
-        help_text="false, true (every episode) or k (every k-th episode) to record video.",
+        help_text="Keep earlier results there" + BOOLEAN,
+    )
+    video_callable = VideoCallableField(
+        required=False,
+        allow_null=True,
+        default=False,
+        help_text="Record video: false (never), true (every episode) or k, "
+        f"1 to 2^31-1 ({MAX_VIDEO_EVERY}), for every k-th episode.",
     )
 
 
@@ -108,16 +145,40 @@ class EmptySerializer(serializers.Serializer):
     """Routes whose bodies are ignored (reset, close, monitor/close)."""
 
 
+@extend_schema_serializer(description=f"The upload body. {ABSENT}")
+class UploadSerializer(serializers.Serializer):
+    """POST /v1/upload/."""
+
+    training_dir = serializers.CharField(
+        min_length=1,
+        max_length=MAX_TEXT,
+        help_text="Ignored: the upload service is gone.",
+    )
+    api_key = serializers.CharField(
+        min_length=1,
+        max_length=MAX_TEXT,
+        help_text="Ignored: the upload service is gone.",
+    )
+    algorithm_id = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=MAX_TEXT
+    )
+
+
 # --- Answers: documentation only (the OpenAPI schema); views return plain dicts ---
 
 
+@extend_schema_serializer(description='Every error: {"message": "<text>"}.')
 class MessageAnswer(serializers.Serializer):
+    """Every error's body."""
+
     message = serializers.CharField(help_text="What went wrong, for a person to read.")
 
 
 class CreateAnswer(serializers.Serializer):
+    """The new instance."""
+
     instance_id = serializers.CharField(
-        help_text="Short lowercase hex id of the new instance."
+        help_text="The new instance's id: 8 lowercase hex digits."
     )
     env_id = serializers.CharField(help_text="The Gymnasium id actually served.")
     requested_env_id = serializers.CharField(
@@ -128,59 +189,73 @@ class CreateAnswer(serializers.Serializer):
     )
 
 
+@extend_schema_serializer(many=False)  # the list route answers one object
 class ListAnswer(serializers.Serializer):
+    """The caller's active instances."""
+
     all_envs = serializers.DictField(
         child=serializers.CharField(), help_text="instance_id -> env_id"
     )
 
 
 class ResetAnswer(serializers.Serializer):
-    observation = serializers.JSONField()
-    info = serializers.JSONField()
+    """The first observation of an episode."""
+
+    observation = serializers.JSONField(
+        help_text="The first observation in the space's JSON form."
+    )
+    info = serializers.DictField(help_text="Gymnasium's reset info, made JSON-safe.")
 
 
 class StepAnswer(serializers.Serializer):
-    observation = serializers.JSONField()
+    """One timestep's outcome."""
+
+    observation = serializers.JSONField(
+        help_text="The observation in the space's JSON form."
+    )
     reward = serializers.FloatField()
     done = serializers.BooleanField(help_text="terminated or truncated")
-    info = serializers.JSONField()
+    info = serializers.DictField(help_text="Gymnasium's step info, made JSON-safe.")
     terminated = serializers.BooleanField()
     truncated = serializers.BooleanField()
+    warning = serializers.CharField(
+        required=False,
+        help_text="Only when render was asked for and failed (the step stands).",
+    )
 
 
 class SpaceAnswer(serializers.Serializer):
-    info = serializers.JSONField(
-        help_text="Space info; see the README for every space's form."
+    """A space's description."""
+
+    info = serializers.DictField(
+        help_text='Space info, e.g. {"name": "Discrete", "n": 2, "start": 0}; see the '
+        "README for every space's form (+-inf as +-1e100)."
     )
 
 
 class SampleAnswer(serializers.Serializer):
-    action = serializers.JSONField()
+    """A random action from the action space."""
+
+    action = serializers.JSONField(help_text="An action in the space's JSON form.")
 
 
 class MemberAnswer(serializers.Serializer):
+    """Whether a value (or properties) belongs to a space."""
+
     member = serializers.BooleanField()
 
 
 class MonitorAnswer(serializers.Serializer):
+    """Monitoring started: {} unless video cannot be recorded."""
+
     warning = serializers.CharField(
         required=False,
         help_text="Only when video was asked for but cannot be recorded.",
     )
 
 
-class EmptyAnswer(serializers.Serializer):
-    """``{}``"""
-
-
-class UploadSerializer(ProtocolSerializer):
-    training_dir = serializers.CharField(
-        help_text="Ignored: the upload service is gone."
-    )
-    api_key = serializers.CharField(help_text="Ignored: the upload service is gone.")
-    algorithm_id = serializers.CharField(required=False)
-
-
 class TokenAnswer(serializers.Serializer):
+    """The caller's API token."""
+
     username = serializers.CharField()
     token = serializers.CharField(help_text="Send as 'Authorization: Token <token>'.")

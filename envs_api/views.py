@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from typing import Any
 
-import orjson
 from django.conf import settings
 from django.db import transaction
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
 from rest_framework.authtoken.models import Token
 from rest_framework.decorators import action
@@ -18,27 +18,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from envs_api import protocol, services
+from envs_api import schema as doc
 from envs_api import serializers as s
-from envs_api import services
 from envs_api.management.commands.gymserver import SERVER_PID_VARIABLE
 from envs_api.permissions import IsAuthenticatedUser
 from envs_api.throttles import GymCreateThrottle
 
-ERRORS = {400: s.MessageAnswer}
-INSTANCE = OpenApiParameter(
-    "instance_id", str, OpenApiParameter.PATH, description="e.g. 3c657dbc"
-)
 
-
-def _body(serializer_class: type[s.ProtocolSerializer], request: Request) -> dict:
-    args = serializer_class(data=request.data)
-    args.is_valid(raise_exception=True)
-    return args.validated_data
-
-
-@extend_schema(parameters=[INSTANCE])
 class EnvViewSet(viewsets.GenericViewSet):
-    """The gym-http-api v1 routes under /v1/envs/."""
+    """The gym-http-api v1 routes under /v1/envs/: protocol parse, service, answer."""
 
     lookup_field = "instance_id"
     lookup_value_regex = (
@@ -59,66 +48,98 @@ class EnvViewSet(viewsets.GenericViewSet):
             throttles.append(GymCreateThrottle())
         return throttles
 
-    @extend_schema(parameters=[], responses={200: s.CreateAnswer, **ERRORS})
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        route = protocol.ROUTES.get("list" if self.action in LIST else self.action)
+        if route is not None:  # the protocol's headers, whichever way authenticated
+            response["Allow"] = route.allow
+            response["Vary"] = protocol.VARY
+        return response
+
+    @extend_schema(
+        operation_id="create",
+        request=doc.body(s.CreateEnvSerializer, doc.CREATE_REQUEST),
+        responses={
+            200: doc.ok(s.CreateAnswer, doc.CREATE_ANSWER),
+            400: doc.bad_request(doc.CREATE_MISSING),
+        },
+    )
     def create(self, request: Request) -> Response:
         """Create an instance of an environment (200, never 201)."""
-        data = _body(s.CreateEnvSerializer, request)
-        answer = services.create(
-            request.user,
-            data["env_id"],
-            seed=data.get("seed"),
-            render_mode=data.get("render_mode"),
-            max_episode_steps=data.get("max_episode_steps"),
-            kwargs=data.get("kwargs"),
-        )
-        return Response(answer)
+        args = protocol.create_args(request.data)
+        return Response(services.create(request.user, args))
 
-    @extend_schema(parameters=[], responses={200: s.ListAnswer})
+    @extend_schema(
+        operation_id="list", responses={200: doc.ok(s.ListAnswer, doc.LIST_ANSWER)}
+    )
     def list(self, request: Request) -> Response:
         """List the active instances."""
         return Response({"all_envs": services.list_all(request.user)})
 
-    @extend_schema(request=None, responses={200: s.ResetAnswer, **ERRORS})
+    @extend_schema(
+        operation_id="reset",
+        parameters=[doc.INSTANCE],
+        request=None,
+        responses={
+            200: doc.ok(s.ResetAnswer, doc.RESET_ANSWER),
+            400: doc.bad_request(doc.UNKNOWN),
+        },
+    )
     @action(detail=True, methods=["post"])
     def reset(self, request: Request, instance_id: str) -> Response:
         """Reset the environment; the body is ignored."""
-        return Response(services.lookup(request.user, instance_id).reset())
+        return Response(services.reset(request.user, instance_id))
 
-    @extend_schema(responses={200: s.StepAnswer, **ERRORS})
+    @extend_schema(
+        operation_id="step",
+        parameters=[doc.INSTANCE],
+        request=doc.body(s.StepSerializer, doc.STEP_REQUEST),
+        responses={
+            200: doc.ok(s.StepAnswer, doc.STEP_ANSWER),
+            400: doc.bad_request(doc.UNKNOWN, doc.STEP_BAD_ACTION),
+        },
+    )
     @action(detail=True, methods=["post"])
     def step(self, request: Request, instance_id: str) -> Response:
         """Run one timestep with an action."""
-        data = _body(s.StepSerializer, request)
-        return Response(
-            services.lookup(request.user, instance_id).step(
-                data["action"], data["render"]
-            )
-        )
+        args = protocol.step_args(request.data)
+        return Response(services.step(request.user, instance_id, args))
 
-    @extend_schema(responses={200: s.SpaceAnswer, **ERRORS})
+    @extend_schema(
+        operation_id="action_space",
+        parameters=[doc.INSTANCE],
+        responses={
+            200: doc.ok(s.SpaceAnswer, doc.ACTION_SPACE_ANSWER),
+            400: doc.bad_request(doc.UNKNOWN),
+        },
+    )
     @action(detail=True, methods=["get"], url_path="action_space")
     def action_space(self, request: Request, instance_id: str) -> Response:
         """Describe the action space."""
-        return Response(
-            {"info": services.lookup(request.user, instance_id).action_info}
-        )
+        return Response(services.action_space(request.user, instance_id))
 
-    @extend_schema(responses={200: s.SampleAnswer, **ERRORS})
+    @extend_schema(
+        operation_id="action_space_sample",
+        parameters=[doc.INSTANCE],
+        responses={
+            200: doc.ok(s.SampleAnswer, doc.SAMPLE_ANSWER),
+            400: doc.bad_request(doc.UNKNOWN),
+        },
+    )
     @action(detail=True, methods=["get"], url_path="action_space/sample")
     def action_space_sample(self, request: Request, instance_id: str) -> Response:
         """A random action."""
-        return Response({"action": services.lookup(request.user, instance_id).sample()})
+        return Response(services.sample(request.user, instance_id))
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter(
-                "x",
-                str,
-                OpenApiParameter.PATH,
-                description="an int or a URL-encoded JSON value",
-            )
-        ],
-        responses={200: s.MemberAnswer, **ERRORS},
+        operation_id="action_space_contains",
+        parameters=[doc.INSTANCE, doc.X],
+        responses={
+            200: doc.ok(s.MemberAnswer, doc.MEMBER_ANSWER),
+            400: doc.bad_request(doc.UNKNOWN),
+        },
     )
     @action(
         detail=True, methods=["get"], url_path=r"action_space/contains/(?P<x>[^/]+)"
@@ -127,52 +148,78 @@ class EnvViewSet(viewsets.GenericViewSet):
         self, request: Request, instance_id: str, x: str
     ) -> Response:
         """Whether ``x`` is a member of the action space (unparseable -> false)."""
-        live = services.lookup(request.user, instance_id)
-        return Response({"member": live.action_contains(_literal(x))})
+        return Response(services.action_contains(request.user, instance_id, x))
 
-    @extend_schema(responses={200: s.SpaceAnswer, **ERRORS})
+    @extend_schema(
+        operation_id="observation_space",
+        parameters=[doc.INSTANCE],
+        responses={
+            200: doc.ok(s.SpaceAnswer, doc.OBSERVATION_SPACE_ANSWER),
+            400: doc.bad_request(doc.UNKNOWN),
+        },
+    )
     @action(detail=True, methods=["get"], url_path="observation_space")
     def observation_space(self, request: Request, instance_id: str) -> Response:
         """Describe the observation space."""
-        return Response(
-            {"info": services.lookup(request.user, instance_id).observation_info}
-        )
+        return Response(services.observation_space(request.user, instance_id))
 
     @extend_schema(
-        request={"application/json": {"type": "object", "additionalProperties": True}},
-        responses={200: s.MemberAnswer, **ERRORS},
+        operation_id="observation_space_contains",
+        parameters=[doc.INSTANCE],
+        request=doc.body(doc.SPACE_PROPERTIES, doc.CONTAINS_REQUEST),
+        responses={
+            200: doc.ok(s.MemberAnswer, doc.MEMBER_ANSWER),
+            400: doc.bad_request(doc.UNKNOWN, doc.CONTAINS_NOT_OBJECT),
+        },
     )
     @action(detail=True, methods=["post"], url_path="observation_space/contains")
     def observation_space_contains(
         self, request: Request, instance_id: str
     ) -> Response:
         """Whether each given property equals the observation space's info."""
-        live = services.lookup(request.user, instance_id)
-        return Response({"member": live.observation_matches(request.data)})
+        return Response(
+            services.observation_contains(request.user, instance_id, request.data)
+        )
 
-    @extend_schema(responses={200: s.MonitorAnswer, **ERRORS})
+    @extend_schema(
+        operation_id="monitor_start",
+        parameters=[doc.INSTANCE],
+        request=doc.body(s.MonitorStartSerializer, doc.MONITOR_REQUEST),
+        responses={
+            200: doc.ok(s.MonitorAnswer, doc.EMPTY_ANSWER),
+            400: doc.bad_request(doc.UNKNOWN, doc.MONITOR_OUTSIDE),
+        },
+    )
     @action(detail=True, methods=["post"], url_path="monitor/start")
     def monitor_start(self, request: Request, instance_id: str) -> Response:
         """Record episode statistics (and video) into a folder under the monitor root."""
-        data = _body(s.MonitorStartSerializer, request)
-        answer = services.monitor_start(
-            request.user,
-            instance_id,
-            data["directory"],
-            force=data["force"],
-            resume=data["resume"],
-            video_callable=data["video_callable"],
-        )
-        return Response(answer)
+        args = protocol.monitor_args(request.data)
+        return Response(services.monitor_start(request.user, instance_id, args))
 
-    @extend_schema(request=None, responses={200: s.EmptyAnswer, **ERRORS})
+    @extend_schema(
+        operation_id="monitor_close",
+        parameters=[doc.INSTANCE],
+        request=None,
+        responses={
+            200: doc.ok(doc.EMPTY, doc.EMPTY_ANSWER),
+            400: doc.bad_request(doc.UNKNOWN),
+        },
+    )
     @action(detail=True, methods=["post"], url_path="monitor/close")
     def monitor_close(self, request: Request, instance_id: str) -> Response:
         """Flush the monitor's results; the body is ignored."""
         services.monitor_close(request.user, instance_id)
         return Response({})
 
-    @extend_schema(request=None, responses={200: s.EmptyAnswer, **ERRORS})
+    @extend_schema(
+        operation_id="close",
+        parameters=[doc.INSTANCE],
+        request=None,
+        responses={
+            200: doc.ok(doc.EMPTY, doc.EMPTY_ANSWER),
+            400: doc.bad_request(doc.UNKNOWN),
+        },
+    )
     @action(detail=True, methods=["post"])
     def close(self, request: Request, instance_id: str) -> Response:
         """Close the instance for good; the body is ignored."""
@@ -180,24 +227,26 @@ class EnvViewSet(viewsets.GenericViewSet):
         return Response({})
 
 
-def _literal(x: str) -> object:
-    """The seed read ``x`` as an int; also take any JSON literal, else the raw text."""
-    try:
-        return orjson.loads(x)
-    except orjson.JSONDecodeError:
-        return x
+LIST = {"list", "create"}
 
 
 class UploadView(APIView):
     """POST /v1/upload/: the scoreboard it uploaded to no longer exists."""
 
     @extend_schema(
-        request=s.UploadSerializer,
-        responses={400: s.MessageAnswer, 410: s.MessageAnswer},
+        operation_id="upload",
+        request=doc.body(s.UploadSerializer, doc.UPLOAD_REQUEST),
+        responses={
+            400: doc.bad_request(doc.UPLOAD_MISSING),
+            410: doc.error(
+                "Always, once the parameters are right: the service is gone.",
+                doc.UPLOAD_GONE,
+            ),
+        },
     )
     def post(self, request: Request) -> Response:
         """Validate the parameters as the original did, then say the service is gone."""
-        _body(s.UploadSerializer, request)  # the original test suite checks these 400s
+        protocol.upload_args(request.data)  # the original test suite checks these 400s
         return Response(
             {
                 "message": "The upload service (the OpenAI Gym scoreboard) no longer exists; "
@@ -210,7 +259,19 @@ class UploadView(APIView):
 class ShutdownView(APIView):
     """POST /v1/shutdown/: stop the server, where the operator allows it, for staff."""
 
-    @extend_schema(request=None, responses={200: s.EmptyAnswer, 403: s.MessageAnswer})
+    @extend_schema(
+        operation_id="shutdown",
+        request=None,
+        auth=doc.CREDENTIALS,  # anonymous callers reach the view, only to get a 403
+        responses={
+            200: doc.ok(doc.EMPTY, doc.EMPTY_ANSWER),
+            403: doc.error(
+                "Shutdown is disabled (GYM_ALLOW_SHUTDOWN), the caller is not staff, "
+                "or the CSRF check failed.",
+                doc.SHUTDOWN_DISABLED,
+            ),
+        },
+    )
     def post(self, request: Request) -> Response:
         """Stop the server process gracefully (counters are flushed first)."""
         if not settings.GYM_ALLOW_SHUTDOWN:
@@ -230,13 +291,21 @@ class TokenView(APIView):
 
     permission_classes = [IsAuthenticatedUser]
 
-    @extend_schema(request=None, responses={200: s.TokenAnswer, 401: s.MessageAnswer})
+    @extend_schema(
+        operation_id="token",
+        request=None,
+        responses={200: doc.ok(s.TokenAnswer, doc.TOKEN_ANSWER)},
+    )
     def get(self, request: Request) -> Response:
         """Show your token (made on first use)."""
         token, _ = Token.objects.get_or_create(user=request.user)
         return Response({"username": request.user.get_username(), "token": token.key})
 
-    @extend_schema(request=None, responses={200: s.TokenAnswer, 401: s.MessageAnswer})
+    @extend_schema(
+        operation_id="token_rotate",
+        request=None,
+        responses={200: doc.ok(s.TokenAnswer, doc.TOKEN_ANSWER)},
+    )
     def post(self, request: Request) -> Response:
         """Rotate your token: the old one stops working at once."""
         with transaction.atomic():

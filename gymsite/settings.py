@@ -140,13 +140,79 @@ GYM_ALLOWED_MAKE_KWARGS = env_list("GYM_ALLOWED_MAKE_KWARGS", [])
 GYM_CORS_ORIGINS = env_list("GYM_CORS_ORIGINS", [])
 # Answer step/reset/sample through the lean fast path (same answers, less work).
 GYM_FAST_PATH = env_bool("GYM_FAST_PATH", True)
+# Seconds a client may take to send a request body before it is answered 408.
+GYM_BODY_TIMEOUT = env_float("GYM_BODY_TIMEOUT", 5.0, minimum=0.1)
+# Seconds gymserver waits for a request's headers, on a new connection or an idle
+# keep-alive one, before closing it (granian's header read timeout).
+GYM_HEADER_TIMEOUT = env_float("GYM_HEADER_TIMEOUT", 30.0, minimum=1.0)
+# Threads that run Django's requests under gymserver (the fast path's steps run on
+# the event loop beside them).
+GYM_THREADS = env_int("GYM_THREADS", 4, minimum=1)
 # Seconds a verified token or password is remembered in memory.
 GYM_AUTH_CACHE_SECONDS = env_float("GYM_AUTH_CACHE_SECONDS", 60.0)
+# Failed logins (API or admin) allowed per client address and per username within
+# GYM_AUTH_FAILURE_WINDOW seconds; further attempts get 429 before any hashing (0: off).
+GYM_AUTH_FAILURE_LIMIT = env_int("GYM_AUTH_FAILURE_LIMIT", 10)
+GYM_AUTH_FAILURE_WINDOW = env_float("GYM_AUTH_FAILURE_WINDOW", 60.0)
+# Seconds gymserver holds back the answer to a credential it refuses from memory
+# (a throttled or known-bad one): guessers slow down, at the cost of an idle coroutine.
+GYM_AUTH_FAILURE_DELAY = env_float("GYM_AUTH_FAILURE_DELAY", 0.25)
+# Password logins (the admin's form) go through the same failure throttle.
+AUTHENTICATION_BACKENDS = ["envs_api.auth_backends.ThrottledModelBackend"]
+# Django's default hashers, PBKDF2 computed in one low-priority thread (hashers.py).
+PASSWORD_HASHERS = [
+    "envs_api.hashers.BackgroundPBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
 
 # Django's own cap on a request body read into memory: the same limit.
 DATA_UPLOAD_MAX_MEMORY_SIZE = GYM_MAX_BODY_BYTES
 
 # --- Database ---------------------------------------------------------------
+# Seconds a database call may wait (a lock, a hung server, connecting) before the
+# request answers 503: a busy timeout on SQLite, connect/lock/statement timeouts on
+# PostgreSQL.
+GYM_DB_TIMEOUT = env_float("GYM_DB_TIMEOUT", 5.0, minimum=0.1)
+
+
+def bounded_waits(db: dict, timeout: float) -> dict:
+    """Give a DATABASES entry ``timeout``-second waits, keeping values its URL set."""
+    options = db.setdefault("OPTIONS", {})
+    if db["ENGINE"].endswith("sqlite3"):
+        options.setdefault("timeout", timeout)  # the busy timeout
+    elif db["ENGINE"].endswith(("postgresql", "postgis")):
+        _postgres_waits(options, timeout)
+    return db
+
+
+def _postgres_waits(options: dict, timeout: float) -> None:
+    """libpq's connect and TCP timeouts, and the server's lock and statement timeouts."""
+    from math import ceil
+
+    ms = round(timeout * 1000)
+    options.setdefault("connect_timeout", max(2, ceil(timeout)))  # libpq's minimum: 2
+    options.setdefault("tcp_user_timeout", ms)  # a vanished host drops the connection
+    server_side = {
+        "statement_timeout": ms,
+        # A lock wait gives up first, so the 503 says what the statement waited for.
+        "lock_timeout": ms * 4 // 5,
+        # A transaction left open (a crashed request) frees its locks in time.
+        "idle_in_transaction_session_timeout": max(60_000, 10 * ms),
+    }
+    given = options.get("options") or ""
+    flags = [given] if given else []
+    flags += [
+        f"-c {name}={value}"
+        for name, value in server_side.items()
+        if name not in given.replace("-", "_")
+    ]
+    options["options"] = " ".join(flags)
+
+
 DATABASES = {
     "default": dj_database_url.parse(
         os.getenv("DATABASE_URL") or f"sqlite:///{GYM_DATA_DIR / 'gymsite.sqlite3'}",
@@ -163,7 +229,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     )
     DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
-    DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
+bounded_waits(DATABASES["default"], GYM_DB_TIMEOUT)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Applications -----------------------------------------------------------
@@ -244,6 +310,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": ["envs_api.parsers.LenientJSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "envs_api.renderers.JSONUnlessAsked",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "envs_api.authentication.CachedBasicAuthentication",  # first: its challenge is sent
         "envs_api.authentication.CachedTokenAuthentication",
@@ -266,12 +333,8 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "gymsite",
-    "DESCRIPTION": (
-        "The gym-http-api v1 protocol on Gymnasium. Every path is also served with the "
-        "other trailing-slash spelling, without a redirect. Every error is "
-        '`{"message": "..."}`; numbers are strict JSON (+-inf as +-1e100, NaN as null). '
-        "Space and value forms: see the README."
-    ),
+    # The description is envs_api.schema.DESCRIPTION, written by the hook below: it
+    # quotes the protocol's limits, which settings cannot import.
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "POSTPROCESSING_HOOKS": [

@@ -1,7 +1,8 @@
-"""WSGI entry point (granian, waitress, gunicorn...)."""
+"""WSGI entry point (waitress, gunicorn, runserver...); gymserver uses ``gymsite.rsgi``."""
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -17,11 +18,10 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 def buffered(app: WSGIApp) -> WSGIApp:
     """Hand servers a list for plain (non-streaming) responses.
 
-    Django returns the response object itself, an iterable: granian then pulls it
-    chunk by chunk across threads, which costs more than the rest of a step. A
-    one-item list goes out in one write. Closing the response here keeps Django's
-    request_finished (connection clean-up) as it was; streaming responses (static
-    files) are handed on untouched.
+    Django returns the response object itself, an iterable that servers pull chunk
+    by chunk; a one-item list goes out in one write. Closing the response here keeps
+    Django's request_finished (connection clean-up) as it was; streaming responses
+    (static files) are handed on untouched.
     """
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -38,7 +38,30 @@ def buffered(app: WSGIApp) -> WSGIApp:
 
 django_application = buffered(get_wsgi_application())  # also sets Django up
 
-from envs_api.fastpath import HotRoutes  # noqa: E402  (needs Django set up)
+from envs_api import fastpath, maintenance  # noqa: E402  (needs Django set up)
 
-# The agent loop's routes (step, reset, sample) are answered before Django.
-application = HotRoutes(django_application)
+
+def with_fast_path(app: WSGIApp) -> WSGIApp:
+    """Let the fast path answer what it can (``fastpath.route``), Django the rest."""
+
+    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO", "").startswith("/v1/envs"):
+            req = fastpath.wsgi_request(environ)
+            if req is not None:
+                handler = fastpath.route(req)
+                if handler is not None:
+                    answer = handler()
+                    headers = [
+                        *answer.headers,
+                        ("Content-Length", str(len(answer.body))),
+                    ]
+                    start_response(fastpath.status_line(answer.status), headers)
+                    return [answer.body]
+                environ["wsgi.input"] = io.BytesIO(req.body)  # Django reads it again
+        return app(environ, start_response)
+
+    return application
+
+
+application = with_fast_path(django_application)
+maintenance.start()

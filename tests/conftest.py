@@ -10,24 +10,26 @@ import pytest
 from django.core.cache import cache as django_cache
 from rest_framework.test import APIClient
 
-from envs_api import services
-from envs_api.runtime.cache import EnvCache
+from envs_api import authentication, services
+from envs_api.runtime.backend import LocalBackend
+from envs_api.throttles import auth_failures
 
 
 @pytest.fixture(autouse=True)
-def cache() -> Iterator[EnvCache]:
-    """The process's env cache, emptied (envs closed) after each test."""
-    env_cache = services.env_cache()
-    yield env_cache
-    for live in env_cache.snapshot():
-        env_cache.pop(live.instance_id)
-        live.close()
+def cache() -> Iterator[LocalBackend]:
+    """The process's backend of live envs, emptied (envs closed) after each test."""
+    backend = services.backend()
+    yield backend
+    for instance_id in backend.idle(float("inf")):
+        backend.forget(instance_id)
 
 
 @pytest.fixture(autouse=True)
 def _fresh_throttles() -> None:
-    """Throttle history lives in Django's cache: every test starts with none."""
+    """Throttle history and remembered credentials: every test starts with none."""
     django_cache.clear()
+    auth_failures.clear()
+    authentication.forget()
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import tempfile
 os.environ.setdefault("SECRET_KEY", "tests-only")
 os.environ.setdefault("GYM_DATA_DIR", tempfile.mkdtemp(prefix="gymsite-tests-"))
 os.environ["GYM_MAINTENANCE"] = (
-    "false"  # tests call services.flush() and reap() themselves
+    "false"  # tests call maintenance.flush() and reap() themselves
 )
 
 from gymsite.settings import *  # noqa: E402, F403

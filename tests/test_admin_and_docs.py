@@ -10,7 +10,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from envs_api.models import EnvInstance
-from envs_api.runtime.cache import EnvCache
+from envs_api.runtime.backend import LocalBackend
 from tests.conftest import create
 
 
@@ -62,7 +62,7 @@ def test_it_filters_searches_and_orders(
 
 
 def test_it_closes_selected_instances_and_their_live_envs(
-    api: APIClient, staff: Client, cache: EnvCache
+    api: APIClient, staff: Client, cache: LocalBackend
 ) -> None:
     a = create(api)
     b = create(api)
@@ -103,7 +103,7 @@ def test_it_shows_spaces_and_counters_on_the_detail_page(
 
 
 def test_it_closes_the_live_env_when_a_row_is_deleted(
-    api: APIClient, staff: Client, cache: EnvCache, cartpole: str
+    api: APIClient, staff: Client, cache: LocalBackend, cartpole: str
 ) -> None:
     pk = EnvInstance.objects.get(instance_id=cartpole).pk
 
@@ -177,7 +177,7 @@ def test_it_publishes_an_openapi_schema_of_every_route(api: APIClient) -> None:
     }
     assert expected <= paths
     create_op = schema["paths"]["/v1/envs/"]["post"]
-    assert set(create_op["responses"]) == {"200", "400"}
+    assert {"200", "400"} <= set(create_op["responses"])
     step_op = schema["paths"]["/v1/envs/{instance_id}/step/"]["post"]
     body = step_op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert body.endswith("/Step")

@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 from rest_framework.test import APIClient
 
-from envs_api import services
+from envs_api import maintenance
 from envs_api.models import EnvInstance
 from tests.conftest import create
 
@@ -93,7 +93,7 @@ def test_it_serializes_requests_on_one_instance(api: APIClient) -> None:
         float(t) for t in range(1, 61)
     ]
     assert max(a["info"]["most_inside"] for a in answers) == 1
-    services.flush()
+    maintenance.flush()
     assert EnvInstance.objects.get(instance_id=instance_id).step_count == 60
 
 

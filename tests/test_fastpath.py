@@ -1,10 +1,11 @@
-"""The WSGI fast path answers exactly as the DRF views do, and steps aside when it must."""
+"""Who answers: the fast path takes the plain agent-loop requests, Django the rest.
+
+That both answer alike is tests/test_contract.py's job.
+"""
 
 from __future__ import annotations
 
-import base64
 import io
-import re
 import sys
 from typing import Any
 
@@ -80,91 +81,9 @@ def call(
     return Answer(seen["status"], seen["headers"], out, environ["wsgi.input"].read())
 
 
-# (method, route, raw body, content type, extra WSGI headers)
-SCRIPT: list[tuple[str, str, bytes, str | None, dict[str, str]]] = [
-    ("POST", "step/", b'{"action": 0}', "application/json", {}),  # before reset
-    ("POST", "reset/", b"null", "application/json", {}),
-    ("POST", "reset", b"", None, {}),
-    ("POST", "step/", b'{"action": 0}', "application/json", {}),
-    ("POST", "step", b'{"action": 1, "render": true}', "text/plain", {}),
-    ("POST", "step/", b'{"action": 1.0}', None, {}),
-    ("POST", "step/", b'{"action": 1, "render": "true"}', "application/json", {}),
-    ("POST", "step/", b'{"action": 1, "render": null}', "application/json", {}),
-    ("POST", "step/", b'{"action": 7}', "application/json", {}),
-    ("POST", "step/", b'{"action": "1"}', "application/json", {}),
-    ("POST", "step/", b'{"action": null}', "application/json", {}),
-    ("POST", "step/", b'{"action": []}', "application/json", {}),
-    ("POST", "step/", b"{}", "application/json", {}),
-    ("POST", "step/", b"[0]", "application/json", {}),
-    ("POST", "step/", b"{bad", "application/json", {}),
-    ("POST", "step/", b"", "application/json", {}),
-    ("GET", "step/", b"", None, {}),
-    ("GET", "action_space/sample", b"", "application/json", {}),
-    ("GET", "action_space/sample/", b"", None, {}),
-    ("POST", "action_space/sample", b"", None, {}),
-    ("POST", "reset/", b'{"ignored": true}', None, {}),
-]
-
-
-def play(app: Any, instance_id: str, **auth: str) -> list[tuple[int, str, bytes]]:
-    out = []
-    for method, route, body, content_type, headers in SCRIPT:
-        r = call(
-            app,
-            method,
-            f"/v1/envs/{instance_id}/{route}",
-            body,
-            content_type,
-            **headers,
-            **auth,
-        )
-        out.append(
-            (
-                r.status,
-                r.headers["Content-Type"],
-                r.body.replace(instance_id.encode(), b"<id>"),
-            )
-        )
-    for bad in ("bad_id", "0badc0de"):
-        r = call(app, "POST", f"/v1/envs/{bad}/step/", b'{"action": 0}', **auth)
-        out.append((r.status, r.headers["Content-Type"], r.body))
-    return out
-
-
-def test_it_answers_like_the_views(api: APIClient) -> None:
-    fast = play(fast_app, create(api, "CartPole-v1", seed=3))
-    slow = play(django_app, create(api, "CartPole-v1", seed=3))
-
-    assert fast == slow
-    assert {status for status, _, _ in fast} == {200, 400, 405}
-
-
 @pytest.fixture
 def alice(db: None) -> User:
     return User.objects.create_user("alice", password="pw")
-
-
-@pytest.mark.parametrize("scheme", ["Token", "Basic"])
-def test_it_answers_users_like_the_views(alice: User, scheme: str) -> None:
-    key = Token.objects.create(user=alice).key
-    header = (
-        f"Token {key}"
-        if scheme == "Token"
-        else "Basic " + base64.b64encode(f"alice:{key}".encode()).decode()
-    )
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=header)
-
-    fast = play(
-        fast_app, create(client, "CartPole-v1", seed=5), HTTP_AUTHORIZATION=header
-    )
-    slow = play(
-        django_app, create(client, "CartPole-v1", seed=5), HTTP_AUTHORIZATION=header
-    )
-
-    assert fast == slow
-    stranger = call(fast_app, "POST", "/v1/envs/0badc0de/reset/")
-    assert stranger.status == 400
 
 
 @pytest.fixture
@@ -285,10 +204,13 @@ def test_it_gives_django_the_body_it_read(cartpole: str) -> None:
         fast_app,
         "POST",
         f"/v1/envs/{cartpole}/step/",
-        b'{"action": 1, "render": "false"}',
+        b'{"action": 1}',
+        QUERY_STRING="format=json",
     )
 
-    assert r.status == 200  # answered by DRF (a string flag), from the re-supplied body
+    assert (
+        r.status == 200
+    )  # answered by DRF (a query string), from the re-supplied body
     assert b'"reward":1.0' in r.body
 
 
@@ -303,8 +225,7 @@ def test_it_can_be_switched_off(
 def test_it_leaves_rebuilding_from_the_registry_to_django(
     cartpole: str, cache: Any
 ) -> None:
-    live = cache.pop(cartpole)  # a restart: the registry row is all there is
-    live.env.close()
+    cache.forget(cartpole)  # a restart: the registry row is all there is
 
     r = call(fast_app, "POST", f"/v1/envs/{cartpole}/step/", b'{"action": 0}')
 
@@ -318,7 +239,7 @@ def test_it_answers_its_own_bugs_in_json(cartpole: str, monkeypatch: Any) -> Non
         raise RuntimeError("a bug")
 
     call(fast_app, "POST", f"/v1/envs/{cartpole}/reset/")
-    monkeypatch.setattr("envs_api.runtime.backends.LocalEnv.step", broken)
+    monkeypatch.setattr("envs_api.runtime.backend._LocalEnv.step", broken)
 
     r = call(fast_app, "POST", f"/v1/envs/{cartpole}/step/", b'{"action": 0}')
 
@@ -326,58 +247,6 @@ def test_it_answers_its_own_bugs_in_json(cartpole: str, monkeypatch: Any) -> Non
         500,
         b'{"message":"Internal server error (RuntimeError)"}',
     )
-
-
-CREATE_BODIES = [
-    b'{"env_id": "CartPole-v1"}',
-    b'{"env_id": "CartPole-v1", "seed": 0}',
-    b'{"env_id": "CartPole-v1", "seed": 18446744073709551615}',
-    b'{"env_id": "CartPole-v1", "seed": ""}',
-    b'{"env_id": "CartPole-v1", "seed": null, "extra": 1}',
-    b'{"env_id": "CartPole-v1", "seed": -1}',
-    b'{"env_id": "CartPole-v1", "seed": "7"}',
-    b'{"env_id": "CartPole-v1", "seed": 7.0}',
-    b'{"env_id": "CartPole-v1", "seed": true}',
-    b'{"env_id": "CartPole-v1", "max_episode_steps": 5}',
-    b'{"env_id": "CartPole-v1", "max_episode_steps": 0}',
-    b'{"env_id": "CartPole-v1", "render_mode": "rgb_array"}',
-    b'{"env_id": "CartPole-v1", "render_mode": "human"}',
-    b'{"env_id": "CartPole-v1", "kwargs": {"x": 1}}',
-    b'{"env_id": "FrozenLake-v0"}',
-    b'{"env_id": "CartPole"}',
-    b'{"env_id": "bad string"}',
-    b'{"env_id": "Nope-v3"}',
-    b'{"env_id": "json.tool:Evil-v0"}',
-    b'{"env_id": 5}',
-    b'{"env_id": ""}',
-    b"{}",
-    b"null",
-    b"",
-    b"[1]",
-    b"{bad",
-]
-
-
-def normalized(r: Answer) -> tuple[int, bytes]:
-    """The answer with the new instance's random id blanked out."""
-    return r.status, re.sub(
-        rb'"instance_id":"[0-9a-f]+"', b'"instance_id":"<id>"', r.body
-    )
-
-
-@pytest.mark.parametrize("content_type", ["application/json", None])
-def test_it_creates_like_the_views(db: None, content_type: str | None) -> None:
-    fast = [
-        normalized(call(fast_app, "POST", "/v1/envs/", body, content_type))
-        for body in CREATE_BODIES
-    ]
-    slow = [
-        normalized(call(django_app, "POST", "/v1/envs", body, content_type))
-        for body in CREATE_BODIES
-    ]
-
-    assert fast == slow
-    assert {status for status, _ in fast} == {200, 400}
 
 
 def test_it_creates_without_drf(db: None, views_broken: None, monkeypatch: Any) -> None:

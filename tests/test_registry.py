@@ -8,9 +8,9 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
-from envs_api import services
+from envs_api import maintenance
 from envs_api.models import EnvInstance
-from envs_api.runtime.cache import EnvCache
+from envs_api.runtime.backend import LocalBackend
 from tests.conftest import create
 
 
@@ -71,13 +71,13 @@ def test_it_writes_counters_behind(api: APIClient, cartpole: str) -> None:
     row.refresh_from_db()
     assert (row.step_count, row.episode_count) == (0, 0)  # not yet written
 
-    assert services.flush() == 1
+    assert maintenance.flush() == 1
 
     before = row.last_used
     row.refresh_from_db()
     assert (row.step_count, row.episode_count) == (3, 1)
     assert row.last_used >= before
-    assert services.flush() == 0  # nothing changed since
+    assert maintenance.flush() == 0  # nothing changed since
 
 
 def test_it_writes_final_counters_and_time_on_close(
@@ -96,19 +96,17 @@ def test_it_writes_final_counters_and_time_on_close(
     assert (row.step_count, row.episode_count) == (2, 1)
 
 
-def forget(cache: EnvCache, instance_id: str) -> None:
+def forget(cache: LocalBackend, instance_id: str) -> None:
     """What a process restart does to the live env: it is gone, the row stays."""
-    live = cache.pop(instance_id)
-    assert live is not None
-    live.env.close()
+    cache.forget(instance_id)
 
 
 def test_it_rebuilds_an_instance_that_is_not_in_memory(
-    api: APIClient, cache: EnvCache, cartpole: str
+    api: APIClient, cache: LocalBackend, cartpole: str
 ) -> None:
     api.post(f"/v1/envs/{cartpole}/reset/")
     step(api, cartpole)
-    services.flush()
+    maintenance.flush()
     forget(cache, cartpole)
 
     assert api.get("/v1/envs/").json() == {"all_envs": {cartpole: "CartPole-v1"}}
@@ -118,7 +116,7 @@ def test_it_rebuilds_an_instance_that_is_not_in_memory(
 
 
 def test_it_asks_a_restored_instance_for_a_reset_first(
-    api: APIClient, cache: EnvCache, cartpole: str
+    api: APIClient, cache: LocalBackend, cartpole: str
 ) -> None:
     api.post(f"/v1/envs/{cartpole}/reset/")
     forget(cache, cartpole)
@@ -133,23 +131,23 @@ def test_it_asks_a_restored_instance_for_a_reset_first(
 
 
 def test_it_keeps_counting_after_a_restore(
-    api: APIClient, cache: EnvCache, cartpole: str
+    api: APIClient, cache: LocalBackend, cartpole: str
 ) -> None:
     api.post(f"/v1/envs/{cartpole}/reset/")
     step(api, cartpole)
-    services.flush()
+    maintenance.flush()
     forget(cache, cartpole)
 
     api.post(f"/v1/envs/{cartpole}/reset/")
     step(api, cartpole)
-    services.flush()
+    maintenance.flush()
 
     row = EnvInstance.objects.get(instance_id=cartpole)
     assert (row.step_count, row.episode_count) == (2, 2)
 
 
 def test_it_restores_a_never_reset_instance_with_its_seed(
-    api: APIClient, cache: EnvCache
+    api: APIClient, cache: LocalBackend
 ) -> None:
     a = create(api, "CartPole-v1", seed=11)
     b = create(api, "CartPole-v1", seed=11)
@@ -162,13 +160,13 @@ def test_it_restores_a_never_reset_instance_with_its_seed(
 
 
 def test_it_restores_seeded_instances_reproducibly(
-    api: APIClient, cache: EnvCache
+    api: APIClient, cache: LocalBackend
 ) -> None:
     a = create(api, "CartPole-v1", seed=3)
     b = create(api, "CartPole-v1", seed=3)
     for instance_id in (a, b):
         api.post(f"/v1/envs/{instance_id}/reset/")
-    services.flush()
+    maintenance.flush()
     forget(cache, a)
     forget(cache, b)
 
@@ -177,7 +175,7 @@ def test_it_restores_seeded_instances_reproducibly(
 
 
 def test_it_closes_an_instance_that_is_not_in_memory(
-    api: APIClient, cache: EnvCache, cartpole: str
+    api: APIClient, cache: LocalBackend, cartpole: str
 ) -> None:
     forget(cache, cartpole)
 
@@ -189,7 +187,7 @@ def test_it_closes_an_instance_that_is_not_in_memory(
 
 
 def test_it_never_restores_a_closed_instance(
-    api: APIClient, cache: EnvCache, cartpole: str
+    api: APIClient, cache: LocalBackend, cartpole: str
 ) -> None:
     api.post(f"/v1/envs/{cartpole}/close/")
 
@@ -200,7 +198,7 @@ def test_it_never_restores_a_closed_instance(
 
 
 def test_it_explains_an_instance_that_can_no_longer_be_made(
-    api: APIClient, cache: EnvCache, cartpole: str
+    api: APIClient, cache: LocalBackend, cartpole: str
 ) -> None:
     EnvInstance.objects.filter(instance_id=cartpole).update(env_id="Gone-v9")
     forget(cache, cartpole)
@@ -225,17 +223,17 @@ def test_it_gives_memory_back_after_many_closes(
     api: APIClient, monkeypatch: Any
 ) -> None:
     trims: list[int] = []
-    monkeypatch.setattr(services._memory, "_trim", trims.append)
-    monkeypatch.setattr(services._memory, "TRIM_AFTER", 3)
-    monkeypatch.setattr(services._memory, "closed_since_trim", 0)
+    memory = maintenance.Memory()
+    monkeypatch.setattr(memory, "_trim", trims.append)
+    monkeypatch.setattr(memory, "TRIM_AFTER", 3)
     ids = [create(api) for _ in range(4)]
 
     for instance_id in ids[:2]:
         api.post(f"/v1/envs/{instance_id}/close/")
-    assert services._memory.maybe_trim() is False
+    assert memory.maybe_trim() is False
     for instance_id in ids[2:]:
         api.post(f"/v1/envs/{instance_id}/close/")
 
-    assert services._memory.maybe_trim() is True
+    assert memory.maybe_trim() is True
     assert trims == [0]
-    assert services._memory.maybe_trim() is False  # counted afresh
+    assert memory.maybe_trim() is False  # counted afresh

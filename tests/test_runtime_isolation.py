@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_it_imports_runtime_without_django() -> None:
     code = (
         "import sys\n"
-        "import envs_api.runtime.backends, envs_api.runtime.cache, envs_api.runtime.envids\n"
+        "import envs_api.runtime.backend, envs_api.runtime.envids\n"
         "import envs_api.runtime.monitor, envs_api.runtime.spaces\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'rest_framework'))\n"
         "print(bad)\n"

@@ -14,9 +14,9 @@ from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from envs_api import services
+from envs_api import maintenance, services
 from envs_api.models import EnvInstance
-from envs_api.runtime.cache import EnvCache
+from envs_api.runtime.backend import LocalBackend
 from tests.conftest import create
 from tests.test_api_routes import ROUTES, call
 
@@ -271,12 +271,10 @@ def test_it_lists_only_the_callers_instances(
 
 
 def test_it_restores_an_instance_only_for_its_owner(
-    as_alice: APIClient, as_bob: APIClient, cache: EnvCache
+    as_alice: APIClient, as_bob: APIClient, cache: LocalBackend
 ) -> None:
     mine = create(as_alice)
-    live = cache.pop(mine)  # a restart
-    assert live is not None
-    live.env.close()
+    cache.forget(mine)  # a restart
 
     r = as_bob.post(f"/v1/envs/{mine}/reset/")
 
@@ -408,7 +406,7 @@ class FakeClock:
 
 
 @pytest.fixture
-def clock(cache: EnvCache, monkeypatch: Any) -> FakeClock:
+def clock(cache: LocalBackend, monkeypatch: Any) -> FakeClock:
     import time
 
     fake = FakeClock(time.time())
@@ -417,7 +415,7 @@ def clock(cache: EnvCache, monkeypatch: Any) -> FakeClock:
 
 
 def test_it_closes_instances_left_idle(
-    api: APIClient, clock: FakeClock, cache: EnvCache, settings: Any
+    api: APIClient, clock: FakeClock, cache: LocalBackend, settings: Any
 ) -> None:
     settings.GYM_IDLE_TIMEOUT = 3600
     idle = create(api)
@@ -426,7 +424,7 @@ def test_it_closes_instances_left_idle(
     api.post(f"/v1/envs/{busy}/reset/")
     clock.now += 601
 
-    assert services.reap() == [idle]
+    assert maintenance.reap() == [idle]
 
     assert idle not in cache
     assert busy in cache
@@ -442,16 +440,14 @@ def test_it_closes_instances_left_idle(
 
 
 def test_it_closes_idle_instances_that_are_not_in_memory(
-    api: APIClient, clock: FakeClock, cache: EnvCache, settings: Any
+    api: APIClient, clock: FakeClock, cache: LocalBackend, settings: Any
 ) -> None:
     settings.GYM_IDLE_TIMEOUT = 60
     instance_id = create(api)
-    live = cache.pop(instance_id)  # the process restarted
-    assert live is not None
-    live.env.close()
+    cache.forget(instance_id)  # the process restarted
     clock.now += 61
 
-    assert services.reap() == [instance_id]
+    assert maintenance.reap() == [instance_id]
     assert EnvInstance.objects.get(instance_id=instance_id).status == "expired"
 
 
@@ -462,7 +458,7 @@ def test_it_keeps_instances_forever_when_the_timeout_is_zero(
     create(api)
     clock.now += 10**7
 
-    assert services.reap() == []
+    assert maintenance.reap() == []
 
 
 def test_it_tells_only_the_owner_that_an_instance_expired(
@@ -471,7 +467,7 @@ def test_it_tells_only_the_owner_that_an_instance_expired(
     settings.GYM_IDLE_TIMEOUT = 60
     mine = create(as_alice)
     clock.now += 61
-    services.reap()
+    maintenance.reap()
 
     r = as_bob.post(f"/v1/envs/{mine}/reset/")
 

@@ -6,6 +6,7 @@ A raw client string never reaches ``gym.make``: ids that would import a module
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -131,22 +132,55 @@ def _resolve_registered(env_id: str, aliases: bool) -> Resolved:
 
 
 def make(env_id: str, kwargs: dict[str, Any]) -> gym.Env[Any, Any]:
-    """Make a registered env, turning every creation failure into a UsageError."""
-    if ":" in env_id:  # allowlisted by the operator: importing the module registers it
-        return _make(env_id, env_id, kwargs)
-    spec = gym.registry.get(env_id)
-    if spec is None:  # e.g. a registry row from before a package was removed
-        raise UsageError(f"Error creating environment with ID {env_id}: not registered")
+    """Make a registered env, turning every creation failure into a UsageError.
+
+    With a ``render_mode``, the env's renderer is tried at once (``check_renderer``),
+    so an instance that could never render is refused rather than created.
+    """
     render_mode = kwargs.get("render_mode")
-    if render_mode is not None:
-        modes = _render_modes(env_id)
-        allowed = sorted(SERVER_RENDER_MODES.intersection(modes))
-        if render_mode not in allowed:
+    if ":" in env_id:  # allowlisted by the operator: importing the module registers it
+        env = _make(env_id, env_id, kwargs)
+    else:
+        spec = gym.registry.get(env_id)
+        if spec is None:  # e.g. a registry row from before a package was removed
             raise UsageError(
-                f"render_mode {render_mode!r} is not available for {env_id} on this server; "
-                f"choose one of {allowed}"
+                f"Error creating environment with ID {env_id}: not registered"
             )
-    return _make(spec, env_id, kwargs)
+        if render_mode is not None:
+            modes = _render_modes(env_id)
+            allowed = sorted(SERVER_RENDER_MODES.intersection(modes))
+            if render_mode not in allowed:
+                raise UsageError(
+                    f"render_mode {render_mode!r} is not available for {env_id} on this "
+                    f"server; choose one of {allowed}"
+                )
+        env = _make(spec, env_id, kwargs)
+    if render_mode is not None:
+        try:
+            check_renderer(env, render_mode)
+        except UsageError:
+            env.close()
+            raise
+    return env
+
+
+def check_renderer(env: gym.Env[Any, Any], render_mode: str) -> None:
+    """Refuse an env whose renderer lacks a dependency (e.g. pygame), cheaply.
+
+    The probe renders once before any reset, on the unwrapped env (the order
+    checker would refuse it; the env checker still sees the first real render).
+    It draws no random numbers, so the seed's first reset is untouched. Gymnasium's
+    renderers import their libraries first, so a missing one shows at once; any
+    other failure (most envs cannot draw before a reset) proves nothing and passes.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            env.unwrapped.render()
+    except (gym_error.DependencyNotInstalled, ImportError) as exc:
+        raise UsageError(f"render_mode {render_mode!r} cannot be used: {exc}") from None
+    except Exception:  # e.g. no state before the first reset: not a missing renderer
+        return
 
 
 def _make(target: Any, env_id: str, kwargs: dict[str, Any]) -> gym.Env[Any, Any]:

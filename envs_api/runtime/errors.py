@@ -19,3 +19,24 @@ class UnknownInstance(UsageError):
     def __init__(self, instance_id: str) -> None:
         super().__init__(f"Instance_id {instance_id} unknown")  # clients grep this
         self.instance_id = instance_id
+
+
+class DatabaseUnavailable(UsageError):
+    """The registry database is locked, hung or unreachable: 503, try again soon."""
+
+    status_code = 503
+    retry_after = 1  # seconds, sent as the Retry-After header
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"The registry database is not answering ({reason}); try again in a moment"
+        )
+        self.reason = reason
+
+
+class Busy(Exception):
+    """Another request holds the instance and the caller chose not to wait."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(f"instance {instance_id} is busy")
+        self.instance_id = instance_id

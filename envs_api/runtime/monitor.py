@@ -7,6 +7,8 @@ and every directory a client names is mapped inside the operator's monitor root.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib.util
 import json
 import math
@@ -86,6 +88,60 @@ def parse_video_callable(value: object) -> int | None:
     raise UsageError("video_callable must be false, true or a positive integer")
 
 
+def check_directory(
+    directory: Path, *, force: bool, resume: bool, label: str | None = None
+) -> None:
+    """Refuse a folder the monitor could not use, before anything is written.
+
+    The folder, or its nearest existing parent, must be a writable directory, and
+    a folder already holding monitor files needs ``force`` or ``resume``.
+    ``label`` names the folder in messages (by default the path itself).
+    """
+    label = str(directory) if label is None else label
+    try:
+        existing = directory
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        old = _monitor_files(directory) if existing == directory else []
+    except OSError as exc:
+        raise UsageError(_not_usable(label, exc)) from exc
+    if old and not force and not resume:
+        shown = ", ".join(old[:3]) + (", ..." if len(old) > 3 else "")
+        raise UsageError(
+            f"Monitor directory {label!r} already holds monitor files "
+            f"({shown}); pass force=true to clear them or resume=true to keep them"
+        )
+
+
+def _monitor_files(directory: Path) -> list[str]:
+    """Names of the earlier ``openaigym.*`` files in ``directory`` (not folders)."""
+    return sorted(
+        entry.name
+        for entry in os.scandir(directory)
+        if entry.name.startswith(FILE_PREFIX)
+        and not entry.is_dir(follow_symlinks=False)
+    )
+
+
+def _missing_folders(directory: Path) -> list[Path]:
+    """The folders to create for ``directory`` to exist, outermost first."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    return missing[::-1]
+
+
+def _not_usable(label: str, exc: OSError) -> str:
+    """An OSError as a client message: its reason, never its (absolute) file name."""
+    reason = exc.strerror or type(exc).__name__
+    return f"Monitor directory {label!r} is not usable: {reason}"
+
+
 class Monitor(gymnasium.Wrapper[Any, Any, Any, Any]):
     """Record episode statistics (and optionally videos) of ``env`` into ``directory``."""
 
@@ -98,12 +154,18 @@ class Monitor(gymnasium.Wrapper[Any, Any, Any, Any]):
         resume: bool = False,
         video_every: int | None = None,
         env_id: str = "",
+        label: str | None = None,
     ) -> None:
-        """Prepare ``directory`` (see the module docstring) and start counting."""
+        """Prepare ``directory`` and start counting; a failure leaves nothing behind.
+
+        ``label`` names the folder in messages (the client's own spelling of it, never
+        the server's absolute path); by default the path itself.
+        """
         super().__init__(env)
         if video_every is not None and video_every < 1:
             raise ValueError(f"video_every must be positive, got {video_every}")
         self.directory = Path(directory)
+        self.label = str(directory) if label is None else label
         self.env_id = env_id or getattr(env.spec, "id", "") or ""
         self.warnings: list[str] = []
         # pid alone repeats after a restart (pid 1 in a container) and would overwrite on resume.
@@ -121,35 +183,46 @@ class Monitor(gymnasium.Wrapper[Any, Any, Any, Any]):
         self._steps = 0
         self._reward = 0.0
 
-        self._prepare_directory(force=force, resume=resume)
+        self._created: list[Path] = []  # folders made here: removed again on failure
+        self._recorder: _Recorder | None = None
+
+        check_directory(self.directory, force=force, resume=resume, label=self.label)
+        try:
+            self._start(force=force, video_every=video_every)
+        except BaseException as exc:
+            self._undo()
+            if isinstance(exc, OSError):
+                raise UsageError(_not_usable(self.label, exc)) from exc
+            raise
+
+    def _start(self, *, force: bool, video_every: int | None) -> None:
+        """Create the folder, clear earlier files (force) and write the first stats."""
+        for folder in _missing_folders(self.directory):
+            try:
+                folder.mkdir()
+            except (
+                FileExistsError
+            ):  # made meanwhile by someone else: not ours to remove
+                continue
+            self._created.append(folder)
         self._recorder = self._make_recorder(video_every)
         if self._recorder is not None:
             self.env = self._recorder
+        if force:
+            for name in _monitor_files(self.directory):
+                # unlink removes a symlink itself, never its target
+                (self.directory / name).unlink(missing_ok=True)
         self.flush()
 
-    def _prepare_directory(self, *, force: bool, resume: bool) -> None:
-        """Create the directory, then clear (force) or keep (resume) earlier monitor files."""
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            old = sorted(
-                entry.name
-                for entry in os.scandir(self.directory)
-                if entry.name.startswith(FILE_PREFIX)
-                and not entry.is_dir(follow_symlinks=False)
-            )
-            if old and force:
-                for name in old:  # unlink removes a symlink itself, never its target
-                    (self.directory / name).unlink(missing_ok=True)
-        except OSError as exc:
-            raise UsageError(
-                f"Monitor directory {str(self.directory)!r} is not usable: {exc.strerror}"
-            ) from exc
-        if old and not force and not resume:
-            shown = ", ".join(old[:3]) + (", ..." if len(old) > 3 else "")
-            raise UsageError(
-                f"Monitor directory {str(self.directory)!r} already holds monitor files "
-                f"({shown}); pass force=true to clear them or resume=true to keep them"
-            )
+    def _undo(self) -> None:
+        """Remove what a failed start wrote: its two files and the folders it made."""
+        for path in (self.stats_path, self.manifest_path):
+            for leftover in (path, _partial(path)):
+                with contextlib.suppress(OSError):
+                    leftover.unlink(missing_ok=True)
+        for folder in reversed(self._created):
+            with contextlib.suppress(OSError):  # not empty: someone else wrote there
+                folder.rmdir()
 
     def _make_recorder(self, video_every: int | None) -> _Recorder | None:
         """Wrap the env in a video recorder when asked for and possible, else note why not."""
@@ -226,6 +299,10 @@ class Monitor(gymnasium.Wrapper[Any, Any, Any, Any]):
         self._detached = True  # the env belongs to the caller again: close() leaves it
         return self._inner
 
+    def reattach(self) -> None:
+        """Undo ``close_monitor``: record again (a replacement failed to start)."""
+        self._detached = False
+
     def close(self) -> None:
         """Flush, then close the wrapped env (unless close_monitor handed it back)."""
         if self._detached:
@@ -250,6 +327,7 @@ class _Recorder(RecordVideo[Any, Any]):
             gc_trigger=None,
         )
         self.notes = monitor.warnings
+        self.folder, self.label = str(monitor.directory), monitor.label
         self.videos: list[str] = []
 
     def start_recording(self, video_name: str) -> None:
@@ -280,13 +358,17 @@ class _Recorder(RecordVideo[Any, Any]):
         self.recording = False
         self._video_name = None
         self.episode_trigger = None
-        self.notes.append(f"video not recorded: {type(exc).__name__}: {exc}")
+        reason = str(exc).replace(self.folder, self.label)  # no server path in notes
+        self.notes.append(f"video not recorded: {type(exc).__name__}: {reason}")
+
+
+def _partial(path: Path) -> Path:
+    """Where ``path`` is written first ("openaigym." prefix: force clears leftovers)."""
+    return path.with_name(path.name + ".tmp")
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` to ``path`` atomically, so readers never see half a file."""
-    partial = path.with_name(
-        path.name + ".tmp"
-    )  # "openaigym." prefix: force clears leftovers
+    partial = _partial(path)
     partial.write_text(json.dumps(data), encoding="utf-8")
     os.replace(partial, path)

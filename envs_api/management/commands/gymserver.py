@@ -14,9 +14,9 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from envs_api import services
+from envs_api import maintenance
 
-WSGI_TARGET = "gymsite.wsgi:application"
+RSGI_TARGET = "gymsite.rsgi:application"
 SERVER_PID_VARIABLE = "GYMSITE_SERVER_PID"
 
 
@@ -37,8 +37,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--threads",
             type=int,
-            default=1,
-            help="Python threads running requests (default 1: measured fastest, see README)",
+            default=None,
+            help="threads running Django's requests (default GYM_THREADS, 4); the fast "
+            "path's steps run on the event loop beside them",
         )
         parser.add_argument(
             "--server",
@@ -80,7 +81,7 @@ class Command(BaseCommand):
             f"monitor root {settings.GYM_MONITOR_ROOT})"
         )
         self.stdout.flush()
-        threads = max(1, options["threads"])
+        threads = max(1, options["threads"] or settings.GYM_THREADS)
         connections.close_all()  # a forked worker must not share this process's connections
         # POST /v1/shutdown/ runs in granian's worker: it must signal this process.
         os.environ[SERVER_PID_VARIABLE] = str(os.getpid())
@@ -92,7 +93,7 @@ class Command(BaseCommand):
 
 
 def _serve_granian(host: str, port: int, threads: int) -> None:
-    """Granian: HTTP in Rust, one worker process holding every live env.
+    """Granian: HTTP in Rust, one worker process holding every live env (RSGI front).
 
     Its supervisor forwards SIGTERM/SIGINT to the worker, which exits normally, so the
     worker's exit hook flushes the counters. A crashed worker is respawned; its
@@ -100,27 +101,33 @@ def _serve_granian(host: str, port: int, threads: int) -> None:
     """
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
 
+    os.environ["GYM_THREADS"] = str(threads)  # read by the worker's settings
     Granian(
-        WSGI_TARGET,
+        RSGI_TARGET,
         address=host.strip("[]"),
         port=port,
-        interface=Interfaces.WSGI,
+        interface=Interfaces.RSGI,
         workers=1,  # the live envs are in one process's memory
-        blocking_threads=threads,
         websockets=False,
         respawn_failed_workers=True,
         log_level="warning",
+        # A client trickling its request headers (or idle) is cut off in time.
+        http1_settings=HTTP1Settings(
+            header_read_timeout=int(settings.GYM_HEADER_TIMEOUT * 1000)
+        ),
     ).serve()
 
 
 def _serve_waitress(host: str, port: int, threads: int) -> None:
     """Waitress: pure Python, everything in this very process."""
-    from django.core.wsgi import get_wsgi_application
     from waitress.server import create_server
 
+    from gymsite.wsgi import application
+
     server = create_server(
-        get_wsgi_application(),
+        application,
         host=host,
         port=port,
         threads=threads,
@@ -138,7 +145,7 @@ def _serve_waitress(host: str, port: int, threads: int) -> None:
         pass
     finally:
         server.close()
-        services.shutdown()  # write the counters still held in memory
+        maintenance.stop()  # write the counters still held in memory
 
 
 def _is_loopback(host: str) -> bool:
