@@ -16,6 +16,7 @@ on granian's event loop, one per worker process:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import sys
@@ -24,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
+from granian.rsgi import ProtocolClosed, ProtocolError
 
 from envs_api import fastpath, maintenance, protocol
 from envs_api.runtime.errors import Busy
@@ -63,6 +65,11 @@ class Front:
             body = await _read_body(proto, headers)
         except BodyError as exc:
             _respond(proto, _error(exc.status, exc.message))
+            return
+        except (
+            ProtocolClosed,
+            ProtocolError,
+        ):  # the client left mid-body: no one to answer
             return
         req = fastpath.Request(
             method=scope.method,
@@ -172,7 +179,8 @@ def _error(status: int, message: str) -> fastpath.Answer:
 
 
 def _respond(proto: Any, answer: fastpath.Answer) -> None:
-    proto.response_bytes(answer.status, answer.headers, answer.body)
+    with contextlib.suppress(ProtocolClosed, ProtocolError):  # the client left
+        proto.response_bytes(answer.status, answer.headers, answer.body)
 
 
 def _environ(scope: Any, req: fastpath.Request) -> dict[str, Any]:

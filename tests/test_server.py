@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -68,17 +69,20 @@ class Server:
         self.conn: http.client.HTTPConnection | None = None
 
     def start(self) -> Server:
+        # A file, not a pipe: a server that logs a lot must never block on a full pipe.
+        self.output = tempfile.TemporaryFile()  # noqa: SIM115 (closed with the server)
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", *self.args],
             cwd=ROOT,
             env=self.env,
-            stdout=subprocess.PIPE,
+            stdout=self.output,
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(self.proc.stdout.read().decode())  # type: ignore[union-attr]
+                self.output.seek(0)
+                raise AssertionError(self.output.read().decode())
             try:
                 if self.request("GET", "/v1/envs/")[0] == 200:
                     return self
@@ -110,7 +114,13 @@ class Server:
         try:
             return self.proc.wait(timeout=30)
         finally:
-            self.proc.stdout.close()  # type: ignore[union-attr]
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+
+    def log(self) -> str:
+        """What the server printed so far."""
+        self.output.seek(0)
+        return self.output.read().decode(errors="replace")
 
 
 @pytest.fixture

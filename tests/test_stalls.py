@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 
 BODY_TIMEOUT = 2.0  # GYM_BODY_TIMEOUT of the servers under test
 HEADER_TIMEOUT = 3.0  # GYM_HEADER_TIMEOUT
+ROUNDS = 5  # of each condition, alternated: the medians of their p99s are compared
 
 
 @pytest.fixture
@@ -40,7 +41,8 @@ def server(server_env: dict[str, str]) -> Iterator[Server]:
     }
     started = Server(["gymserver", "-p", "{port}"], env).start()
     yield started
-    started.stop()
+    assert started.stop() == 0
+    assert "Traceback" not in started.log()  # clients that left are no server error
 
 
 class Stepper:
@@ -79,11 +81,6 @@ def p99(samples: list[float]) -> float:
     return sorted(samples)[int(len(samples) * 0.99)]
 
 
-def within_twice(attacked: list[float], normal: list[float]) -> bool:
-    """The issue's bound: p99 under attack within 2x of normal (0.5 ms floor for noise)."""
-    return p99(attacked) <= 2 * max(p99(normal), 0.0005)
-
-
 def open_partial_bodies(port: int, count: int, path: str) -> list[socket.socket]:
     """Connections that promise 100 body bytes and send 3."""
     socks = []
@@ -99,27 +96,27 @@ def open_partial_bodies(port: int, count: int, path: str) -> list[socket.socket]
 
 def test_it_steps_on_while_clients_send_partial_bodies(server: Server) -> None:
     client = Stepper(server.port)
-    normal = client.latencies(300)
+    path = f"/v1/envs/{client.instance_id}/step/"
+    normal, attacked = [], []
+    for _ in range(ROUNDS):  # alternate, so both see the same machine
+        normal.append(p99(client.latencies(300)))
+        started = time.monotonic()
+        socks = open_partial_bodies(server.port, 100, path)
+        time.sleep(0.2)  # all 100 are in, waiting for their bodies
+        attacked.append(p99(client.latencies(300)))
+        assert time.monotonic() - started < BODY_TIMEOUT  # all were pending meanwhile
+        for sock in socks[:5]:  # each slow client is answered 408 in time, cut off
+            sock.settimeout(BODY_TIMEOUT + 5)
+            head = sock.recv(4096).decode()
+            assert head.startswith("HTTP/1.1 408"), head
+            assert head.endswith(
+                f'{{"message":"The request body did not arrive within {BODY_TIMEOUT:g} s '
+                '(GYM_BODY_TIMEOUT)"}'
+            )
+        for sock in socks:
+            sock.close()
 
-    started = time.monotonic()
-    socks = open_partial_bodies(
-        server.port, 100, f"/v1/envs/{client.instance_id}/step/"
-    )
-    time.sleep(0.3)  # all 100 are in, waiting for their bodies
-    attacked = client.latencies(300)
-    assert time.monotonic() - started < BODY_TIMEOUT  # measured while all were pending
-
-    assert within_twice(attacked, normal), (p99(normal), p99(attacked))
-    for sock in socks[:5]:  # each slow client is answered 408 in time, then cut off
-        sock.settimeout(BODY_TIMEOUT + 5)
-        head = sock.recv(4096).decode()
-        assert head.startswith("HTTP/1.1 408"), head
-        assert head.endswith(
-            f'{{"message":"The request body did not arrive within {BODY_TIMEOUT:g} s '
-            '(GYM_BODY_TIMEOUT)"}'
-        )
-    for sock in socks:
-        sock.close()
+    assert median(attacked) <= 2 * max(median(normal), 0.0005), (normal, attacked)
 
 
 TRICKLE = """
@@ -173,10 +170,10 @@ def test_the_server_hangs_up_on_a_header_trickler(server: Server) -> None:
 def alternate(
     client: Stepper, load: subprocess.Popen[str]
 ) -> tuple[list[float], list[float]]:
-    """p99s of 3 rounds without the load (paused) and 3 with it, alternated."""
+    """p99s of ROUNDS rounds without the load (paused) and ROUNDS with it, alternated."""
     normal, loaded = [], []
     try:
-        for _ in range(3):  # alternate, so both see the same machine
+        for _ in range(ROUNDS):  # alternate, so both see the same machine
             load.send_signal(signal.SIGSTOP)
             normal.append(p99(client.latencies(300)))
             load.send_signal(signal.SIGCONT)
