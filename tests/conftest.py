@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.cache import cache as django_cache
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from envs_api import authentication, services
@@ -56,3 +58,34 @@ def create(api: APIClient, env_id: str = "CartPole-v1", **extra: Any) -> str:
 def cartpole(api: APIClient) -> str:
     """A CartPole-v1 instance seeded with 0."""
     return create(api, "CartPole-v1", seed=0)
+
+
+# --- two users with tokens ------------------------------------------------------
+
+
+def token_client(user: User) -> APIClient:
+    client = APIClient()
+    client.credentials(
+        HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}"
+    )
+    return client
+
+
+@pytest.fixture
+def alice(db: None) -> User:
+    return User.objects.create_user("alice", password="alice-pw")
+
+
+@pytest.fixture
+def bob(db: None) -> User:
+    return User.objects.create_user("bob", password="bob-pw")
+
+
+@pytest.fixture
+def as_alice(alice: User) -> APIClient:
+    return token_client(alice)
+
+
+@pytest.fixture
+def as_bob(bob: User) -> APIClient:
+    return token_client(bob)

@@ -20,7 +20,6 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from gymnasium.envs.toy_text.frozen_lake import FrozenLakeEnv
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from envs_api.models import EnvInstance
@@ -47,34 +46,6 @@ def files(root: Path) -> list[Path]:
 def monitor_row(instance_id: str) -> tuple[str, int | None]:
     row = EnvInstance.objects.get(instance_id=instance_id)
     return row.monitor_dir, row.monitor_video_every
-
-
-def token_client(user: User) -> APIClient:
-    client = APIClient()
-    client.credentials(
-        HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}"
-    )
-    return client
-
-
-@pytest.fixture
-def alice(db: None) -> User:
-    return User.objects.create_user("alice", password="alice-pw")
-
-
-@pytest.fixture
-def bob(db: None) -> User:
-    return User.objects.create_user("bob", password="bob-pw")
-
-
-@pytest.fixture
-def as_alice(alice: User) -> APIClient:
-    return token_client(alice)
-
-
-@pytest.fixture
-def as_bob(bob: User) -> APIClient:
-    return token_client(bob)
 
 
 # --- 1. monitor/start validates first and leaves nothing behind -----------------

@@ -17,39 +17,12 @@ from rest_framework.test import APIClient
 from envs_api import maintenance, services
 from envs_api.models import EnvInstance
 from envs_api.runtime.backend import LocalBackend
-from tests.conftest import create
+from tests.conftest import create, token_client
 from tests.test_api_routes import ROUTES, call
-
-
-def token_client(user: User) -> APIClient:
-    client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
 
 
 def basic(username: str, secret: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{secret}".encode()).decode()
-
-
-@pytest.fixture
-def alice(db: None) -> User:
-    return User.objects.create_user("alice", password="alice-pw")
-
-
-@pytest.fixture
-def bob(db: None) -> User:
-    return User.objects.create_user("bob", password="bob-pw")
-
-
-@pytest.fixture
-def as_alice(alice: User) -> APIClient:
-    return token_client(alice)
-
-
-@pytest.fixture
-def as_bob(bob: User) -> APIClient:
-    return token_client(bob)
 
 
 # --- authentication ------------------------------------------------------------
