@@ -32,7 +32,7 @@ from rest_framework.settings import api_settings
 from envs_api import authentication, protocol, services
 from envs_api.authentication import remembered_user
 from envs_api.exceptions import as_usage_error, refusal_answer
-from envs_api.runtime.errors import Busy, UsageError
+from envs_api.runtime.errors import Busy
 from envs_api.throttles import GymCreateThrottle
 
 ANONYMOUS = AnonymousUser()
@@ -305,6 +305,3 @@ def wsgi_request(environ: dict[str, Any]) -> Request | None:
 def status_line(status: int) -> str:
     """A WSGI status line."""
     return STATUS.get(status, f"{status} Unknown")
-
-
-__all__ = ["Answer", "Handler", "Request", "UsageError", "route", "wsgi_request"]

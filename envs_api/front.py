@@ -139,7 +139,7 @@ async def _read_body(proto: Any, headers: Any) -> bytes:
         if not length.isdigit():
             raise BodyError(400, "Invalid Content-Length header")
         if int(length) > limit:
-            raise BodyError(413, _too_large(int(length), limit))
+            raise BodyError(413, protocol.too_large(int(length), limit))
         if length == "0":
             return b""
     try:
@@ -160,15 +160,8 @@ async def _read_chunks(proto: Any, limit: int) -> bytes:
     async for chunk in proto:
         body += chunk
         if len(body) > limit:
-            raise BodyError(413, _too_large(len(body), limit))
+            raise BodyError(413, protocol.too_large(len(body), limit))
     return bytes(body)
-
-
-def _too_large(size: int, limit: int) -> str:
-    return (
-        f"Request body of {size} bytes is over the limit of {limit} bytes "
-        "(GYM_MAX_BODY_BYTES)"
-    )
 
 
 def _error(status: int, message: str) -> fastpath.Answer:

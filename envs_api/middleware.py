@@ -8,6 +8,8 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from envs_api import protocol
+
 
 class BodySizeLimitMiddleware:
     """413 ``{"message"}`` for a Content-Length over GYM_MAX_BODY_BYTES.
@@ -32,11 +34,7 @@ class BodySizeLimitMiddleware:
                 )
             if size > limit:
                 return JsonResponse(
-                    {
-                        "message": f"Request body of {size} bytes is over the limit of {limit} "
-                        "bytes (GYM_MAX_BODY_BYTES)"
-                    },
-                    status=413,
+                    {"message": protocol.too_large(size, limit)}, status=413
                 )
         response = self.get_response(request)
         # Routes that ignore their body (reset, close...) never read it; some servers

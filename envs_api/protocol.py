@@ -183,6 +183,14 @@ def _check_depth(data: Any) -> None:
     raise UsageError(TOO_DEEP)
 
 
+def too_large(size: int, limit: int) -> str:
+    """The 413 message for a body of ``size`` bytes over ``limit``."""
+    return (
+        f"Request body of {size} bytes is over the limit of {limit} bytes "
+        "(GYM_MAX_BODY_BYTES)"
+    )
+
+
 def dumps(data: Any) -> bytes:
     """An answer's bytes: strict JSON (orjson writes no NaN), numpy values as numbers."""
     return orjson.dumps(
