@@ -136,7 +136,7 @@ def server_env(tmp_path: Path, database_url: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(params=["granian", "granian-wsgi", "waitress"])
+@pytest.fixture(params=["uvicorn", "granian", "granian-wsgi", "waitress"])
 def gymserver(request: Any, server_env: dict[str, str]) -> Iterator[Server]:
     args = ["gymserver", "-l", "127.0.0.1", "-p", "{port}", "--server", request.param]
     server = Server(args, server_env).start()
