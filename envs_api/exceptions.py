@@ -53,7 +53,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         status, data, headers = protocol.error_answer(error)
         return Response(data, status=status, headers=dict(headers))
     if isinstance(exc, exceptions.ParseError):
-        return Response({"message": "Request is not a valid json"}, status=400)
+        return Response({"message": protocol.NOT_JSON}, status=400)
     response = exception_handler(
         exc, context
     )  # APIException, Http404, PermissionDenied
@@ -62,9 +62,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         return response
     view = context.get("view")
     log.exception("Unhandled error in %s", type(view).__name__ if view else "a view")
-    return Response(
-        {"message": f"Internal server error ({type(exc).__name__})"}, status=500
-    )
+    return Response(protocol.internal_error(exc), status=500)
 
 
 def refusal_answer(

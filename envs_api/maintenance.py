@@ -20,7 +20,6 @@ import multiprocessing.util
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -31,27 +30,13 @@ from envs_api.models import EnvInstance
 log = logging.getLogger(__name__)
 
 
-def _dt(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)
-
-
 def flush() -> int:
     """Write the counters and last-used times of changed instances; return how many."""
     backend = services.backend()
     changed = backend.changed()
     if not changed:
         return 0
-    rows = [
-        (
-            c.instance_id,
-            {
-                "step_count": c.steps,
-                "episode_count": c.episodes,
-                "last_used": _dt(c.last_used),
-            },
-        )
-        for c in changed
-    ]
+    rows = [(c.instance_id, services.counter_fields(c)) for c in changed]
     try:
         registry.update_many_active(rows)
     except Exception:
@@ -78,7 +63,7 @@ def reap() -> list[str]:
         if services.expire(instance_id, cutoff, reason)
     ]
     stale = EnvInstance.objects.filter(
-        status=EnvInstance.Status.ACTIVE, last_used__lt=_dt(cutoff)
+        status=EnvInstance.Status.ACTIVE, last_used__lt=services.dt(cutoff)
     )
     for instance_id in stale.values_list("instance_id", flat=True):
         if instance_id not in backend and services.expire(instance_id, cutoff, reason):

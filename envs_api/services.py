@@ -66,7 +66,8 @@ def owner_id(user: Any) -> int | None:
     return user.pk if user is not None and user.is_authenticated else None
 
 
-def _dt(timestamp: float) -> datetime:
+def dt(timestamp: float) -> datetime:
+    """A registry datetime from wall-clock seconds."""
     return datetime.fromtimestamp(timestamp, UTC)
 
 
@@ -146,7 +147,7 @@ def _insert(spec: Spec, resolved: envids.Resolved, spaces: Spaces) -> None:
         seed=spec.seed,
         owner=spec.owner,
         created=now(),
-        last_used=_dt(_backend.clock()),
+        last_used=dt(_backend.clock()),
         action_space=spaces.action,
         observation_space=spaces.observation,
     )
@@ -211,22 +212,23 @@ def _close(
             "close_reason": reason,
         }
         if before is not None:
-            fields.update(_counter_fields(before))
+            fields.update(counter_fields(before))
         updated = registry.update_active(instance_id, fields, owner=owner)
         after = _backend.close(instance_id) if mine else None
     if after is not None:
         Closes.count += 1
         if after != before:  # used between the write and the close
-            registry.update(instance_id, _counter_fields(after))
+            registry.update(instance_id, counter_fields(after))
     elif not updated:
         raise UnknownInstance(instance_id)
 
 
-def _counter_fields(counters: Counters) -> dict[str, Any]:
+def counter_fields(counters: Counters) -> dict[str, Any]:
+    """The registry fields of an instance's counters."""
     return {
         "step_count": counters.steps,
         "episode_count": counters.episodes,
-        "last_used": _dt(counters.last_used),
+        "last_used": dt(counters.last_used),
     }
 
 

@@ -68,7 +68,8 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.conn: http.client.HTTPConnection | None = None
 
-    def start(self) -> Server:
+    def launch(self) -> Server:
+        """Start the process without waiting for it to answer."""
         # A file, not a pipe: a server that logs a lot must never block on a full pipe.
         self.output = tempfile.TemporaryFile()  # noqa: SIM115 (closed with the server)
         self.proc = subprocess.Popen(
@@ -78,6 +79,12 @@ class Server:
             stdout=self.output,
             stderr=subprocess.STDOUT,
         )
+        return self
+
+    def start(self) -> Server:
+        """Start the process and wait until it answers GET /v1/envs/ with 200."""
+        self.launch()
+        assert self.proc is not None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -111,11 +118,7 @@ class Server:
             self.conn.close()
             self.conn = None
         self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=30)
-        finally:
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
+        return self.proc.wait(timeout=30)
 
     def log(self) -> str:
         """What the server printed so far."""
@@ -305,14 +308,7 @@ def test_a_hardened_server_serves_users_and_lets_staff_stop_it(
         text=True,
         check=True,
     ).stdout.strip()
-    server = Server(["gymserver", "-p", "{port}", "--no-migrate"], env)
-    server.proc = subprocess.Popen(
-        [sys.executable, "manage.py", *server.args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    server = Server(["gymserver", "-p", "{port}", "--no-migrate"], env).launch()
     try:
         deadline = time.monotonic() + 60
         while True:  # anonymous requests are refused, so wait for the 401
@@ -363,14 +359,7 @@ def test_a_token_rotated_from_another_process_stops_working_within_two_seconds(
     old = subprocess.run(
         gymuser, cwd=ROOT, env=env, capture_output=True, text=True, check=True
     ).stdout.strip()
-    server = Server(["gymserver", "-p", "{port}", "--no-migrate"], env)
-    server.proc = subprocess.Popen(
-        [sys.executable, "manage.py", *server.args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    server = Server(["gymserver", "-p", "{port}", "--no-migrate"], env).launch()
 
     def status(key: str) -> int:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
