@@ -161,8 +161,8 @@ GYM_AUTH_FAILURE_DELAY = env_float("GYM_AUTH_FAILURE_DELAY", 0.25)
 AUTHENTICATION_BACKENDS = ["envs_api.auth_backends.ThrottledModelBackend"]
 # Django's default hashers, PBKDF2 computed in one low-priority thread (hashers.py).
 PASSWORD_HASHERS = [
-    "envs_api.hashers.BackgroundPBKDF2PasswordHasher",
-    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "envs_api.hashers.BackgroundPBKDF2PasswordHasher",  # alone: hashers with one
+    # algorithm name shadow each other when Django picks the one verifying a hash
     "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
     "django.contrib.auth.hashers.Argon2PasswordHasher",
     "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",

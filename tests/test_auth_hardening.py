@@ -458,3 +458,16 @@ def test_it_drops_failures_older_than_the_window() -> None:
     counter.record(["address:b"])
 
     assert len(counter._times) == 1
+
+
+def test_stored_passwords_are_checked_in_the_background_hasher(settings: Any) -> None:
+    from django.contrib.auth.hashers import identify_hasher
+
+    from envs_api.hashers import BackgroundPBKDF2PasswordHasher
+    from gymsite import settings as production
+
+    settings.PASSWORD_HASHERS = production.PASSWORD_HASHERS
+
+    hasher = identify_hasher("pbkdf2_sha256$1000000$salt$hash")
+
+    assert isinstance(hasher, BackgroundPBKDF2PasswordHasher)
