@@ -17,9 +17,11 @@ rejected recently) is answered here too: guessing passwords costs microseconds.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from django.conf import settings
@@ -40,15 +42,6 @@ log = logging.getLogger(__name__)
 # Routes on a live instance answered from memory, and those that write the registry.
 IN_MEMORY = {"step", "reset", "action_space_sample"}
 FAST = {*IN_MEMORY, "create", "close"}
-STATUS = {
-    200: "200 OK",
-    400: "400 Bad Request",
-    408: "408 Request Timeout",
-    413: "413 Content Too Large",
-    429: "429 Too Many Requests",
-    500: "500 Internal Server Error",
-    503: "503 Service Unavailable",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +183,15 @@ def _answer(route: protocol.Route, call: Callable[..., Any], *args: Any) -> Answ
     return Answer(status, [*_headers(route), *extra], protocol.dumps(data))
 
 
-def _headers(route: protocol.Route) -> list[tuple[str, str]]:
-    return [
+@functools.cache
+def _headers(route: protocol.Route) -> tuple[tuple[str, str], ...]:
+    """The headers of every answer on ``route`` (a few routes: computed once each)."""
+    return (
         ("Content-Type", protocol.CONTENT_TYPE),
         ("Vary", protocol.VARY),
         ("Allow", route.allow),
         *protocol.HEADERS,
-    ]
+    )
 
 
 class _Caller:
@@ -304,4 +299,4 @@ def wsgi_request(environ: dict[str, Any]) -> Request | None:
 
 def status_line(status: int) -> str:
     """A WSGI status line."""
-    return STATUS.get(status, f"{status} Unknown")
+    return f"{status} {HTTPStatus(status).phrase}"
