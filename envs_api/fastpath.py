@@ -219,6 +219,8 @@ class _Config:
         self.allow_anonymous = settings.GYM_ALLOW_ANONYMOUS
         self.max_body = settings.GYM_MAX_BODY_BYTES
         self.failure_delay = settings.GYM_AUTH_FAILURE_DELAY
+        self.header_timeout = settings.GYM_HEADER_TIMEOUT
+        self.body_timeout = settings.GYM_BODY_TIMEOUT
         hosts = settings.ALLOWED_HOSTS
         self.allowed_hosts = (
             [".localhost", "127.0.0.1", "[::1]"]

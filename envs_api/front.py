@@ -27,7 +27,12 @@ from typing import Any
 
 from django.conf import settings
 from granian.rsgi import ProtocolClosed, ProtocolError
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+)
 
 from envs_api import fastpath, maintenance, protocol
 from envs_api.runtime.errors import Busy
@@ -58,6 +63,9 @@ class Connection:
     scheme: str
     http_version: str
     headers: list[tuple[str, str]]
+
+
+_UNROUTED = object()  # Front.answer's handler when nobody has routed the request
 
 
 class Front:
@@ -107,7 +115,9 @@ class Front:
             f"{server[0]}:{server[1]}",
             client[0],
         )
-        answer = await self.answer(req, lambda: _asgi_connection(scope))
+        answer = await self.answer(
+            req, lambda: _asgi_connection(scope), scope.get(_ROUTED, _UNROUTED)
+        )
         await _asgi_send(send, answer)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
@@ -161,11 +171,20 @@ class Front:
     # --- who answers --------------------------------------------------------------
 
     async def answer(
-        self, req: fastpath.Request, connection: Callable[[], Connection]
+        self,
+        req: fastpath.Request,
+        connection: Callable[[], Connection],
+        handler: Any = _UNROUTED,
     ) -> fastpath.Answer:
-        """The fast path's answer (on the loop or in a thread), else Django's."""
+        """The fast path's answer (on the loop or in a thread), else Django's.
+
+        ``handler``: the one the shortcut already chose, if it did.
+        """
         try:
-            handler = fastpath.route(req) if req.path.startswith("/v1/envs") else None
+            if handler is _UNROUTED:
+                handler = (
+                    fastpath.route(req) if req.path.startswith("/v1/envs") else None
+                )
             loop = asyncio.get_running_loop()
             if handler is None:
                 return await loop.run_in_executor(
@@ -276,11 +295,14 @@ async def _read_body(
         async with asyncio.timeout(settings.GYM_BODY_TIMEOUT):
             return await read()
     except TimeoutError:
-        raise BodyError(
-            408,
-            f"The request body did not arrive within {settings.GYM_BODY_TIMEOUT:g} s "
-            "(GYM_BODY_TIMEOUT)",
-        ) from None
+        raise BodyError(408, _too_slow()) from None
+
+
+def _too_slow() -> str:
+    return (
+        f"The request body did not arrive within {settings.GYM_BODY_TIMEOUT:g} s "
+        "(GYM_BODY_TIMEOUT)"
+    )
 
 
 async def _asgi_body(receive: Any) -> bytes:
@@ -378,41 +400,241 @@ def _environ(req: fastpath.Request, connection: Connection) -> dict[str, Any]:
     return environ
 
 
-# --- uvicorn: a time limit on request headers too ---------------------------------
+# --- uvicorn: header time limit, and the shortcut for the agent loop -------------
 
 
-class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, closing a connection whose request headers do
-    not arrive within GYM_HEADER_TIMEOUT (uvicorn itself waits forever for them)."""
+class FrontProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with two additions.
+
+    * **Time limits** uvicorn lacks: a connection whose request headers do not
+      arrive within GYM_HEADER_TIMEOUT is closed (uvicorn waits for them forever).
+    * **The shortcut.** A request the fast path answers from memory (step, reset,
+      sample of a live instance) is answered right in the parser's callback once
+      its body is in: no ASGI scope, no task, no receive and send messages. That
+      is most of what an HTTP server costs per request in Python, and the agent
+      loop is nearly all such requests. Its body gets GYM_BODY_TIMEOUT (408), as
+      on the ordinary way. Everything the shortcut does not answer at once
+      (another route, a query string, an instance held by another request, a
+      refusal held back, a request while an earlier one on the connection is
+      still being answered) takes uvicorn's ordinary way to ``Front``, with the
+      body already read and the handler already chosen: the answer is the same,
+      byte for byte, either way.
+
+    One timer per connection watches all three waits (headers, a shortcut body,
+    the idle time between requests on the shortcut): moving its deadline costs a
+    clock read, not a timer, per request.
+    """
+
+    _quick: bytearray | None = None  # the body of a request on the shortcut
+    _found: dict[str, str]
+    _deadline = 0.0  # loop time by which the awaited thing must have happened
+    _awaited: str | None = None  # "headers", "body", "next request", or None
+    _watchdog: asyncio.TimerHandle | None = None
+    _fires_at = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_header_timer()
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._arm_header_timer()
-
-    def on_headers_complete(self) -> None:
-        timer = getattr(self, "_header_timer", None)
-        if timer is not None:
-            timer.cancel()
-        super().on_headers_complete()
+        self._conf = fastpath.config()
+        self._await("headers", self._conf.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        timer = getattr(self, "_header_timer", None)
-        if timer is not None:
-            timer.cancel()
+        self._awaited = self._quick = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         super().connection_lost(exc)
 
-    def _arm_header_timer(self) -> None:
-        timer = getattr(self, "_header_timer", None)
-        if timer is not None:
-            timer.cancel()
-        self._header_timer = self.loop.call_later(
-            settings.GYM_HEADER_TIMEOUT, self._headers_too_slow
-        )
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._quick is not None and self._fires_at > self._deadline:
+            self._set_watchdog(self._deadline)  # a shortcut body still on its way
 
-    def _headers_too_slow(self) -> None:
-        if not self.transport.is_closing():
+    # --- parser callbacks ---------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        # uvicorn's, without its scope: built only if the request takes its way
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self._quick = None
+        self._await("headers", self._conf.header_timeout)
+
+    def on_headers_complete(self) -> None:
+        if self._shortcut_fits():
+            self._quick = bytearray()
+            self._awaited = "body"  # the timer moves only if the body is late: below
+            self._deadline = self.loop.time() + self._conf.body_timeout
+            return
+        self._awaited = None  # uvicorn's way: Front times the body, uvicorn the rest
+        self._ordinary_way()
+
+    def on_body(self, body: bytes) -> None:
+        if self._quick is None:
+            super().on_body(body)
+        else:
+            self._quick += body  # Content-Length bounds it (checked before)
+
+    def on_message_complete(self) -> None:
+        if self._quick is None:
+            super().on_message_complete()
+            return
+        body = bytes(self._quick)
+        self._quick = None
+        self._answer_quickly(body)
+
+    # --- the shortcut -------------------------------------------------------------
+
+    def _shortcut_fits(self) -> bool:
+        """Whether the request may take the shortcut (its body is still to come)."""
+        url = self.url
+        if not (
+            url.startswith(b"/v1/envs/")
+            and (self.cycle is None or self.cycle.response_complete)
+            and url.isascii()
+            and b"?" not in url
+            and b"%" not in url
+            and b"#" not in url
+            and not self.expect_100_continue
+            and not self.flow.write_paused
+            and self.limit_concurrency is None
+            and not self.parser.should_upgrade()
+        ):
+            return False
+        found = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in self.headers
+            if name in _WANTED
+        }
+        if "transfer-encoding" in found:
+            return False
+        length = found.get("content-length", "0")
+        if not length.isdigit() or int(length) > self._conf.max_body:
+            return False  # the ordinary way answers 400 or 413
+        self._found = found
+        return True
+
+    def _answer_quickly(self, body: bytes) -> None:
+        """Answer in place if the fast path can at once; else hand the request on."""
+        server = self.server or ("", 0)
+        req = _request(
+            self.parser.get_method().decode("ascii"),
+            self.url.decode("ascii"),
+            "",
+            body,
+            self._found,
+            f"{server[0]}:{server[1]}",
+            self.client[0] if self.client else "",
+        )
+        try:
+            handler = fastpath.route(req)
+        except Exception:  # a bug: Front routes it again and answers the 500
+            self._hand_over(body, _UNROUTED)
+            return
+        if handler is None or handler.blocking or handler.delay:
+            self._hand_over(body, handler)
+            return
+        try:
+            answer = handler(False)
+        except Busy:  # another request holds the instance: Front waits in a thread
+            self._hand_over(body, handler)
+            return
+        except Exception as exc:
+            log.exception("Unhandled error in the front")
+            answer = _error(500, protocol.internal_error(exc)["message"])
+        self._write(answer)
+
+    def _hand_over(self, body: bytes, handler: Any) -> None:
+        """uvicorn's ordinary way to Front, with the body read and the handler chosen."""
+        self._awaited = None
+        self._ordinary_way()
+        self.scope[_ROUTED] = handler  # type: ignore[literal-required]
+        self.cycle.body += body
+        self.cycle.more_body = False
+        self.cycle.message_event.set()
+
+    def _ordinary_way(self) -> None:
+        """uvicorn's scope (skipped at the message's start), then its request cycle."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        HttpToolsProtocol.on_message_begin(self)  # resets what the parser filled in
+        self.url, self.expect_100_continue = url, expect
+        self.headers = self.scope["headers"] = headers
+        HttpToolsProtocol.on_headers_complete(self)
+
+    def _write(self, answer: fastpath.Answer, close: bool = False) -> None:
+        """Write an answer as uvicorn's cycle would, then wait for the next request."""
+        keep_alive = (
+            not close
+            and self.parser.should_keep_alive()
+            and self.parser.get_http_version() != "1.0"
+        )
+        self.transport.write(
+            b"".join(
+                (
+                    STATUS_LINE[answer.status],
+                    _head(answer.headers),
+                    b"content-length: %d\r\n" % len(answer.body),
+                    b"\r\n" if keep_alive else b"connection: close\r\n\r\n",
+                    answer.body,
+                )
+            )
+        )
+        self.server_state.total_requests += 1
+        if keep_alive:
+            self.flow.resume_reading()
+            self._await("next request", self.timeout_keep_alive)
+        else:
+            self._awaited = None
             self.transport.close()
+
+    # --- the watchdog -------------------------------------------------------------
+
+    def _await(self, what: str, seconds: float) -> None:
+        """Expect ``what`` within ``seconds``: moves the deadline, rarely the timer."""
+        self._awaited = what
+        self._deadline = deadline = self.loop.time() + seconds
+        if self._watchdog is None or self._fires_at > deadline:
+            self._set_watchdog(deadline)
+
+    def _set_watchdog(self, when: float) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._fires_at = when
+        self._watchdog = self.loop.call_at(when, self._watch)
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        if self._awaited is None or self.transport.is_closing():
+            return
+        if self.loop.time() < self._deadline:  # moved since: wait on
+            self._set_watchdog(self._deadline)
+        elif self._awaited == "body":
+            self._quick = None
+            self._write(_error(408, _too_slow()), close=True)
+        else:  # headers or the next request: uvicorn's way, close without a word
+            self._awaited = None
+            self.transport.close()
+
+
+# The scope key under which the shortcut hands Front the handler it chose.
+_ROUTED = "gymsite.handler"
+_HEADS: dict[tuple[tuple[str, str], ...], bytes] = {}
+
+
+def _head(headers: list[tuple[str, str]]) -> bytes:
+    """Answer headers as uvicorn writes them (names in lower case), cached per set."""
+    key = tuple(headers)
+    head = _HEADS.get(key)
+    if head is None:
+        lines = []
+        for name, value in key:
+            raw_name, raw_value = (
+                name.lower().encode("latin-1"),
+                value.encode("latin-1"),
+            )
+            if HEADER_RE.search(raw_name) or HEADER_VALUE_RE.search(raw_value):
+                raise ValueError(f"Invalid answer header {name!r}")
+            lines.append(b"%s: %s\r\n" % (raw_name, raw_value))
+        head = b"".join(lines)
+        if len(_HEADS) < 256:  # the fast path's few header sets
+            _HEADS[key] = head
+    return head

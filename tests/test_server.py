@@ -128,6 +128,11 @@ class Server:
 
 @pytest.fixture
 def server_env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    return server_environment(tmp_path, database_url)
+
+
+def server_environment(tmp_path: Path, database_url: str) -> dict[str, str]:
+    """A server process's environment: its own data directory and database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "GYM_"))}
     env.pop("SECRET_KEY", None)  # the server makes and keeps its own key
     env.update(

@@ -163,6 +163,9 @@ class _LocalEnv:
         self.spaces = Spaces(
             spaces.describe(env.action_space), spaces.describe(env.observation_space)
         )
+        # Wrappers (a monitor too) keep the env's spaces: codecs are chosen once.
+        self.decode_action = spaces.decoder(env.action_space)
+        self.encode_observation = spaces.encoder(env.observation_space)
         if spec.seed is not None:
             env.action_space.seed(spec.seed)  # reproducible samples too
 
@@ -175,7 +178,7 @@ class _LocalEnv:
         self.needs_reset = False
         self.episodes += 1
         return {
-            "observation": spaces.to_json(self.env.observation_space, obs),
+            "observation": self.encode_observation(obs),
             "info": spaces.json_safe(info),
         }
 
@@ -189,7 +192,7 @@ class _LocalEnv:
                 f"render: this instance cannot render ({self.render_failure}); "
                 "step without render"
             )
-        action = spaces.from_json(env.action_space, raw_action)
+        action = self.decode_action(raw_action)
         try:
             obs, reward, terminated, truncated, info = env.step(action)
         except _ENV_INPUT_ERRORS as exc:
@@ -197,7 +200,7 @@ class _LocalEnv:
         self.steps += 1
         terminated, truncated = bool(terminated), bool(truncated)
         answer = {
-            "observation": spaces.to_json(env.observation_space, obs),
+            "observation": self.encode_observation(obs),
             "reward": spaces.finite(float(reward)),
             "done": terminated or truncated,
             "info": spaces.json_safe(info),

@@ -156,6 +156,19 @@ def to_json(space: gym.Space[Any], value: Any) -> JSON:
         return json_safe(value)
 
 
+def encoder(space: gym.Space[Any]) -> Callable[[Any], JSON]:
+    """``to_json`` for one space, its encoding chosen once (the step path's)."""
+    encode = _encode.dispatch(type(space))
+
+    def encode_value(value: Any) -> JSON:
+        try:
+            return encode(space, value)
+        except Exception:
+            return json_safe(value)
+
+    return encode_value
+
+
 @singledispatch
 def _encode(space: gym.Space[Any], value: Any) -> JSON:
     return json_safe(space.to_jsonable([value])[0])
@@ -266,8 +279,20 @@ class _Mismatch(Exception):
 
 def from_json(space: gym.Space[Any], raw: JSON) -> Any:
     """Decode a client's action ``raw`` for ``space``; raise UsageError if it does not fit."""
+    return _decoded(space, _decode.dispatch(type(space)), raw)
+
+
+def decoder(space: gym.Space[Any]) -> Callable[[JSON], Any]:
+    """``from_json`` for one space, its decoding chosen once (the step path's)."""
+    decode = _decode.dispatch(type(space))
+    return lambda raw: _decoded(space, decode, raw)
+
+
+def _decoded(
+    space: gym.Space[Any], decode: Callable[[gym.Space[Any], JSON], Any], raw: JSON
+) -> Any:
     try:
-        return _decode(space, raw)
+        return decode(space, raw)
     except _Mismatch as exc:
         if not exc.path:
             raise UsageError(f"Action {exc.words()}") from None
@@ -303,7 +328,7 @@ def _decode_discrete(space: spaces.Discrete[Any], raw: Any) -> Any:
         raise _Mismatch(raw, space, "expected an integer")
     if not int(space.start) <= value < int(space.start) + int(space.n):
         raise _Mismatch(raw, space)
-    return value
+    return space.dtype.type(value)  # as sample() gives it: the env's own type
 
 
 @_decode.register(spaces.Box)

@@ -111,7 +111,7 @@ def _serve_uvicorn(host: str, port: int, threads: int) -> None:
     """
     import uvicorn
 
-    from envs_api.front import HeaderTimeoutProtocol
+    from envs_api.front import FrontProtocol
 
     _UvicornServer = _uvicorn_server_class()
     settings.GYM_THREADS = threads  # this very process serves
@@ -123,7 +123,7 @@ def _serve_uvicorn(host: str, port: int, threads: int) -> None:
             host=host.strip("[]"),
             port=port,
             loop="uvloop",
-            http=HeaderTimeoutProtocol,
+            http=FrontProtocol,
             ws="none",
             lifespan="on",
             interface="asgi3",
