@@ -62,6 +62,9 @@ _TRUE = {True, "1", "t", "true", "y", "yes", "on"}
 _FALSE = {False, "0", "f", "false", "n", "no", "off"}
 
 
+MAX_SEQ = 2**63 - 1  # a step's seq: a count of steps, stored as a signed 64-bit int
+
+
 # --- routes ------------------------------------------------------------------
 
 
@@ -356,6 +359,7 @@ class StepArgs:
 
     action: Any
     render: bool = False
+    seq: int | None = None  # the client's count of steps on the instance, from 1
 
 
 def step_args(data: Any) -> StepArgs:
@@ -363,12 +367,17 @@ def step_args(data: Any) -> StepArgs:
     if type(data) is dict:  # the agent loop's body: {"action": ...} and nothing odd
         action = data.get("action")
         render = data.get("render", False)
-        if not absent(action) and render is False:
+        if not absent(action) and render is False and "seq" not in data:
             return StepArgs(action)
     fields = _fields(data)
     action = _required(fields, "action")
     render = fields.get("render")
-    return StepArgs(action, False if render is None else boolean("render", render))
+    seq = fields.get("seq")
+    return StepArgs(
+        action,
+        False if render is None else boolean("render", render),
+        None if seq is None else integer("seq", seq, 1, MAX_SEQ),
+    )
 
 
 @dataclass(frozen=True)

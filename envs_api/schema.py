@@ -46,7 +46,8 @@ levels (deeper: 400). A body over GYM_MAX_BODY_BYTES (1 MiB by default) is answe
 never holds a `message` key; every error is `{{"message": "<text>"}}`: 400 for a \
 usage error (an unknown instance, a bad parameter), 401 for wrong credentials (or \
 none where they are required), 403 for a failed CSRF check (browser sessions) or a \
-forbidden operation, 408 and 413 for bodies, 429 for a quota, a throttle or too \
+forbidden operation, 408 and 413 for bodies, 409 for a step's `seq` that does not \
+follow the instance's step count, 429 for a quota, a throttle or too \
 many failed logins (throttles send Retry-After), 503 when the registry's database \
 does not answer in time (with Retry-After).
 
@@ -223,6 +224,15 @@ RESET_ANSWER = OpenApiExample(
     },
 )
 STEP_REQUEST = OpenApiExample("Discrete", value={"action": 0})
+STEP_REQUEST_SEQ = OpenApiExample(
+    "With seq (safe to retry)", value={"action": 0, "seq": 1}
+)
+STEP_SKIPS_AHEAD = OpenApiExample(
+    "seq skips ahead",
+    value={
+        "message": "seq 5 skips ahead: the instance has taken 2 steps, the next seq is 3"
+    },
+)
 STEP_ANSWER = OpenApiExample(
     "CartPole",
     value={

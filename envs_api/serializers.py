@@ -18,6 +18,7 @@ from envs_api.protocol import (
     MAX_JSON_DEPTH,
     MAX_RENDER_MODE,
     MAX_SEED,
+    MAX_SEQ,
     MAX_TEXT,
     MAX_VIDEO_EVERY,
 )
@@ -106,6 +107,17 @@ class StepSerializer(serializers.Serializer):
         default=False,
         help_text="Render this step; honoured when the instance has a render mode"
         + BOOLEAN,
+    )
+    seq = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=MAX_SEQ,
+        help_text="Optional, for safe retries: the client's count of steps on this "
+        "instance, from 1 (every step counts, across episodes). The step numbered one "
+        "past the instance's count is applied; a retry of the last numbered step "
+        "answers what it answered then, without stepping again; any other value is a "
+        "409 naming the next seq. Without seq a step is applied as always.",
     )
 
 

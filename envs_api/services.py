@@ -257,7 +257,9 @@ def step(
     user: Any, instance_id: str, args: protocol.StepArgs, *, wait: bool = True
 ) -> dict[str, Any]:
     """Run one timestep."""
-    return _backend.step(_use(user, instance_id), args.action, args.render, wait=wait)
+    return _backend.step(
+        _use(user, instance_id), args.action, args.render, args.seq, wait=wait
+    )
 
 
 def sample(user: Any, instance_id: str, *, wait: bool = True) -> dict[str, Any]:

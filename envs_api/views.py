@@ -99,6 +99,12 @@ class EnvViewSet(viewsets.GenericViewSet):
         responses={
             200: doc.ok(s.StepAnswer, doc.STEP_ANSWER),
             400: doc.bad_request(doc.UNKNOWN, doc.STEP_BAD_ACTION),
+            409: doc.error(
+                "`seq` does not follow the instance's step count: it skips ahead, or "
+                "names a step applied before the last numbered one (or before a "
+                "restart). The message names the next seq.",
+                doc.STEP_SKIPS_AHEAD,
+            ),
         },
     )
     @action(detail=True, methods=["post"])

@@ -68,6 +68,20 @@ CASES = [
     Case("POST", "step/", NESTED_40),
     Case("POST", "step/", DEEP),
     Case("POST", "step/", b'{"action": 0}', running=False),
+    # seq: safe retries
+    Case("POST", "step/", b'{"action": 0, "seq": 1}'),
+    Case("POST", "step/", b'{"action": 0, "seq": 1.0}'),
+    Case("POST", "step/", b'{"action": 0, "seq": "1"}'),
+    Case("POST", "step/", b'{"action": 0, "seq": null}'),
+    Case("POST", "step/", b'{"action": 0, "seq": 2}'),
+    Case("POST", "step/", b'{"action": 0, "seq": 0}'),
+    Case("POST", "step/", b'{"action": 0, "seq": -1}'),
+    Case("POST", "step/", b'{"action": 0, "seq": 1.5}'),
+    Case("POST", "step/", b'{"action": 0, "seq": true}'),
+    Case("POST", "step/", b'{"action": 0, "seq": 9223372036854775808}'),
+    Case("POST", "step/", b'{"action": 0, "seq": [1]}'),
+    Case("POST", "step/", b'{"action": 7, "seq": 1}'),
+    Case("POST", "step/", b'{"action": 0, "seq": 1}', running=False),
     Case("POST", "step/", b'{"action": 0}', headers={"HTTP_ACCEPT": "text/plain"}),
     Case("POST", "step/", b'{"action": 0}', headers={"HTTP_ACCEPT": "*/*"}),
     Case("GET", "step/", fast=False),
@@ -252,7 +266,7 @@ def test_the_cases_cover_every_status_the_routes_answer(roomy: None) -> None:
     client = APIClient()
     statuses = {both(client, case, {})[0][0] for case in CASES}
 
-    assert statuses == {200, 400, 405}
+    assert statuses == {200, 400, 405, 409}
 
 
 def test_nesting_deeper_than_the_limit_is_a_400_on_every_route(

@@ -21,7 +21,7 @@ import gymnasium as gym
 from gymnasium import error as gym_error
 
 from envs_api.runtime import envids, spaces
-from envs_api.runtime.errors import Busy, UnknownInstance, UsageError
+from envs_api.runtime.errors import Busy, Conflict, UnknownInstance, UsageError
 from envs_api.runtime.monitor import Monitor
 
 JSONDict = dict[str, Any]
@@ -92,8 +92,16 @@ class Backend(Protocol):
     def reset(self, instance_id: str, *, wait: bool = True) -> JSONDict: ...
 
     def step(
-        self, instance_id: str, action: Any, render: bool = False, *, wait: bool = True
-    ) -> JSONDict: ...
+        self,
+        instance_id: str,
+        action: Any,
+        render: bool = False,
+        seq: int | None = None,
+        *,
+        wait: bool = True,
+    ) -> JSONDict:
+        """One env step; with ``seq``, a retry of an applied step answers it again."""
+        ...
 
     def sample(self, instance_id: str, *, wait: bool = True) -> Any: ...
 
@@ -160,6 +168,8 @@ class _LocalEnv:
         self.last_used = now
         self.monitor: Monitor | None = None
         self.render_failure: str | None = None  # why rendering failed, once it has
+        self.answered_seq = 0  # the last step numbered by a client's seq, its answer
+        self.answered: JSONDict | None = None
         self.spaces = Spaces(
             spaces.describe(env.action_space), spaces.describe(env.observation_space)
         )
@@ -181,6 +191,36 @@ class _LocalEnv:
             "observation": self.encode_observation(obs),
             "info": spaces.json_safe(info),
         }
+
+    def step_once(self, seq: int, raw_action: Any, render: bool) -> JSONDict:
+        """Step number ``seq`` of this instance, applied once: a retry of the last
+        step numbered so answers what it answered then, without stepping again."""
+        done = self.steps
+        if seq <= done:
+            if seq == self.answered_seq and self.answered is not None:
+                return self.answered
+            kept = (
+                "this instance keeps the answer of its last numbered step only"
+                if self.answered is not None
+                else "this instance keeps no earlier answer"
+                + (
+                    " (it was restored after a server restart)"
+                    if self.spec.restored
+                    else ""
+                )
+            )
+            raise Conflict(
+                f"seq {seq} was already applied and {kept}: "
+                f"the instance has taken {done} steps, the next seq is {done + 1}"
+            )
+        if seq > done + 1:
+            raise Conflict(
+                f"seq {seq} skips ahead: the instance has taken {done} steps, "
+                f"the next seq is {done + 1}"
+            )
+        answer = self.step(raw_action, render)
+        self.answered_seq, self.answered = seq, answer
+        return answer
 
     def step(self, raw_action: Any, render: bool) -> JSONDict:
         env = self.env
@@ -320,9 +360,19 @@ class LocalBackend:
         return self._use(instance_id, wait, _LocalEnv.reset)
 
     def step(
-        self, instance_id: str, action: Any, render: bool = False, *, wait: bool = True
+        self,
+        instance_id: str,
+        action: Any,
+        render: bool = False,
+        seq: int | None = None,
+        *,
+        wait: bool = True,
     ) -> JSONDict:
-        return self._use(instance_id, wait, lambda live: live.step(action, render))
+        if seq is None:
+            return self._use(instance_id, wait, lambda live: live.step(action, render))
+        return self._use(
+            instance_id, wait, lambda live: live.step_once(seq, action, render)
+        )
 
     def sample(self, instance_id: str, *, wait: bool = True) -> Any:
         return self._use(instance_id, wait, _LocalEnv.sample)

@@ -21,6 +21,12 @@ class UnknownInstance(UsageError):
         self.instance_id = instance_id
 
 
+class Conflict(UsageError):
+    """A step whose ``seq`` does not follow the instance's step count: 409."""
+
+    status_code = 409
+
+
 class DatabaseUnavailable(UsageError):
     """The registry database is locked, hung or unreachable: 503, try again soon."""
 
