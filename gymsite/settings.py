@@ -84,6 +84,16 @@ def env_list(name: str, default: list[str]) -> list[str]:
 def persistent_secret_key(path: Path) -> str:
     """Return the key kept in ``path``, creating it (mode 0600) on first use."""
     try:
+        return _secret_key(path)
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"GYM_DATA_DIR={str(path.parent)!r}: cannot keep the secret key there "
+            f"({exc.strerror}); use a writable directory"
+        ) from None
+
+
+def _secret_key(path: Path) -> str:
+    try:
         return path.read_text().strip()
     except FileNotFoundError:
         pass

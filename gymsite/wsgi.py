@@ -38,7 +38,7 @@ def buffered(app: WSGIApp) -> WSGIApp:
 
 django_application = buffered(get_wsgi_application())  # also sets Django up
 
-from envs_api import fastpath, maintenance  # noqa: E402  (needs Django set up)
+from envs_api import fastpath, maintenance, serverlock  # noqa: E402  (Django set up)
 
 
 def with_fast_path(app: WSGIApp) -> WSGIApp:
@@ -64,4 +64,5 @@ def with_fast_path(app: WSGIApp) -> WSGIApp:
 
 
 application = with_fast_path(django_application)
+serverlock.follow_supervisor()  # a granian worker ends with its supervisor
 maintenance.start()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache as django_cache
 from rest_framework.authtoken.models import Token
@@ -15,6 +17,7 @@ from rest_framework.test import APIClient
 from envs_api import authentication, services
 from envs_api.runtime.backend import LocalBackend
 from envs_api.throttles import auth_failures
+from tests.servers import server_environment
 
 
 @pytest.fixture(autouse=True)
@@ -89,3 +92,39 @@ def as_alice(alice: User) -> APIClient:
 @pytest.fixture
 def as_bob(bob: User) -> APIClient:
     return token_client(bob)
+
+
+# --- real server processes ------------------------------------------------------
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """A database of the servers' own: SQLite, or a new one on the same PostgreSQL."""
+    db = settings.DATABASES["default"]
+    if "postgresql" not in db["ENGINE"]:
+        yield f"sqlite:///{tmp_path / 'server.sqlite3'}"
+        return
+    import psycopg
+
+    name = f"gymsite_server_{uuid.uuid4().hex[:8]}"
+    params = {
+        k: v
+        for k, v in {
+            "host": db["HOST"],
+            "port": db["PORT"],
+            "user": db["USER"],
+            "password": db["PASSWORD"],
+        }.items()
+        if v
+    }
+    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    yield f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{name}"
+    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def server_env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    return server_environment(tmp_path, database_url)

@@ -26,11 +26,7 @@ from rest_framework.test import APIClient
 from envs_api.exceptions import database_unavailable
 from envs_api.runtime.backend import LocalBackend
 from gymsite.settings import bounded_waits
-from tests import test_server
-from tests.test_server import Server
-
-database_url = test_server.database_url  # the servers' own database (a fixture)
-server_env = test_server.server_env  # their environment variables (a fixture)
+from tests.servers import Server
 
 TIMEOUT = 1  # GYM_DB_TIMEOUT of the servers under test
 BOUND = 3.0  # seconds an answer may take with it

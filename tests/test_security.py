@@ -672,7 +672,7 @@ def test_it_answers_cors_for_configured_origins(db: None, settings: Any) -> None
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::", "gym.lab.example"])
 def test_gymserver_refuses_remote_anonymous_access(db: None, host: str) -> None:
     with pytest.raises(CommandError, match="anonymous access on"):
-        call_command("gymserver", "-l", host, "-p", "0", "--no-migrate")
+        call_command("gymserver", "-l", host, "-p", "5999", "--no-migrate")
 
 
 @pytest.mark.parametrize(

@@ -5,143 +5,16 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str]:
-    """A database of the servers' own: SQLite, or a new one on the same PostgreSQL."""
-    db = settings.DATABASES["default"]
-    if "postgresql" not in db["ENGINE"]:
-        yield f"sqlite:///{tmp_path / 'server.sqlite3'}"
-        return
-    import psycopg
-
-    name = f"gymsite_server_{uuid.uuid4().hex[:8]}"
-    params = {
-        k: v
-        for k, v in {
-            "host": db["HOST"],
-            "port": db["PORT"],
-            "user": db["USER"],
-            "password": db["PASSWORD"],
-        }.items()
-        if v
-    }
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    yield f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{name}"
-    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-class Server:
-    """A manage.py server process on a free port, with a keep-alive client."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.args = [a.replace("{port}", str(self.port)) for a in args]
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.conn: http.client.HTTPConnection | None = None
-
-    def launch(self) -> Server:
-        """Start the process without waiting for it to answer."""
-        # A file, not a pipe: a server that logs a lot must never block on a full pipe.
-        self.output = tempfile.TemporaryFile()  # noqa: SIM115 (closed with the server)
-        self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", *self.args],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.output,
-            stderr=subprocess.STDOUT,
-        )
-        return self
-
-    def start(self) -> Server:
-        """Start the process and wait until it answers GET /v1/envs/ with 200."""
-        self.launch()
-        assert self.proc is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.output.seek(0)
-                raise AssertionError(self.output.read().decode())
-            try:
-                if self.request("GET", "/v1/envs/")[0] == 200:
-                    return self
-            except OSError:
-                self.conn = None
-                time.sleep(0.1)
-        raise AssertionError("server did not start")
-
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        if self.conn is None:
-            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        data = None if body is None else json.dumps(body)
-        self.conn.request(method, path, data, {"Content-Type": "application/json"})
-        r = self.conn.getresponse()
-        raw = r.read()
-        assert r.status < 300 or r.getheader("Content-Type", "").startswith(
-            "application/json"
-        )
-        return r.status, json.loads(raw) if raw and "json" in r.getheader(
-            "Content-Type", ""
-        ) else raw
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
-
-    def log(self) -> str:
-        """What the server printed so far."""
-        self.output.seek(0)
-        return self.output.read().decode(errors="replace")
-
-
-@pytest.fixture
-def server_env(tmp_path: Path, database_url: str) -> dict[str, str]:
-    return server_environment(tmp_path, database_url)
-
-
-def server_environment(tmp_path: Path, database_url: str) -> dict[str, str]:
-    """A server process's environment: its own data directory and database."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "GYM_"))}
-    env.pop("SECRET_KEY", None)  # the server makes and keeps its own key
-    env.update(
-        DATABASE_URL=database_url,
-        GYM_DATA_DIR=str(tmp_path / "data"),
-        GYM_FLUSH_INTERVAL="60",  # only the flush at shutdown writes the counters in time
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    return env
+from tests.servers import ROOT, Server, run_manage
 
 
 @pytest.fixture(params=["uvicorn", "granian", "granian-wsgi", "waitress"])
@@ -151,18 +24,6 @@ def gymserver(request: Any, server_env: dict[str, str]) -> Iterator[Server]:
     yield server
     if server.proc and server.proc.poll() is None:
         server.stop()
-
-
-def run_manage(env: dict[str, str], code: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.strip()
 
 
 def test_it_survives_a_restart(gymserver: Server, server_env: dict[str, str]) -> None:

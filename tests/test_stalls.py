@@ -20,11 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests import test_server
-from tests.test_server import ROOT, Server
+from tests.servers import ROOT, Server
 
-database_url = test_server.database_url  # the server's own database (a fixture)
-server_env = test_server.server_env  # its environment (a fixture)
 pytestmark = pytest.mark.slow
 
 BODY_TIMEOUT = 2.0  # GYM_BODY_TIMEOUT of the servers under test

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from types import FrameType
@@ -16,11 +18,12 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from envs_api import maintenance
+from envs_api import maintenance, serverlock
 
 RSGI_TARGET = "gymsite.front:application"
 WSGI_TARGET = "gymsite.wsgi:application"
-SERVER_PID_VARIABLE = "GYMSITE_SERVER_PID"
+SERVER_PID_VARIABLE = serverlock.SERVER_PID_VARIABLE
+STOP_GRACE = 1.0  # seconds requests in flight get after SIGINT/SIGTERM (uvicorn)
 
 
 class Command(BaseCommand):
@@ -64,9 +67,25 @@ class Command(BaseCommand):
             help="listen on a non-loopback address even though anonymous access is on",
         )
 
+    def execute(self, *args: Any, **options: Any) -> Any:
+        # Until a server takes over the signals, SIGINT/SIGTERM end the start quietly
+        before = {
+            sig: signal.signal(sig, _exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            return super().execute(*args, **options)
+        except CommandError as exc:
+            exc.returncode = 2  # startup errors: one line, status 2 (Django's is 1)
+            raise
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
+
     def handle(self, *args: Any, **options: Any) -> str:
         self.check(display_num_errors=False)
         host, port = options["listen"], options["port"]
+        if not 1 <= port <= 65535:
+            raise CommandError(f"Port {port} is out of range: give -p 1 to 65535")
         if (
             settings.GYM_ALLOW_ANONYMOUS
             and not _is_loopback(host)
@@ -78,11 +97,22 @@ class Command(BaseCommand):
                 "GYM_ALLOW_ANONYMOUS=false and give users tokens (manage.py gymuser NAME), "
                 "or pass --allow-anonymous-remote if this network is yours alone."
             )
+        url = f"http://{_bracketed(host)}:{port}/"
+        try:
+            serverlock.acquire(url)
+        except serverlock.Held as exc:
+            raise CommandError(str(exc)) from None
+        except OSError as exc:
+            raise CommandError(
+                f"Cannot lock the registry ({exc}): check GYM_DATA_DIR "
+                f"({settings.GYM_DATA_DIR}) is a writable directory"
+            ) from None
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
+        listener = _listen(host, port)
         db = settings.DATABASES["default"]
         self.stdout.write(
-            f"gymsite serving on http://{host}:{port}/ with {options['server']} "
+            f"gymsite serving on {url} with {options['server']} "
             f"({db['ENGINE'].rsplit('.', 1)[-1]} {db['NAME']}; "
             f"monitor root {settings.GYM_MONITOR_ROOT})"
         )
@@ -92,17 +122,57 @@ class Command(BaseCommand):
         # POST /v1/shutdown/ runs in granian's worker: it must signal this process.
         os.environ[SERVER_PID_VARIABLE] = str(os.getpid())
         if options["server"] == "uvicorn":
-            _serve_uvicorn(host, port, threads)
-        elif options["server"] == "granian":
-            _serve_granian(host, port, threads)
-        elif options["server"] == "granian-wsgi":
-            _serve_granian_wsgi(host, port)
-        else:
-            _serve_waitress(host, port, threads)
+            _serve_uvicorn(listener, threads)
+        elif options["server"] == "waitress":
+            _serve_waitress(listener, threads)
+        else:  # granian binds its own socket: ours only proved the port is free
+            listener.close()
+            if options["server"] == "granian":
+                _serve_granian(host, port, threads)
+            else:
+                _serve_granian_wsgi(host, port)
         return "gymsite stopped"
 
 
-def _serve_uvicorn(host: str, port: int, threads: int) -> None:
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that every failure is one clear line.
+
+    SO_REUSEADDR (a restart need not wait for old connections' TIME_WAIT) but never
+    SO_REUSEPORT: a second server on the port is refused, not let in beside this one.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise CommandError(
+            f"Cannot listen on {host!r} ({getattr(exc, 'strerror', None) or exc}): "
+            "give -l an address of this machine, e.g. 127.0.0.1, 0.0.0.0 or ::1"
+        ) from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            why = "is already in use: stop the process using it or choose another -p"
+        elif exc.errno == errno.EACCES:
+            why = "needs privileges (below 1024): choose another -p"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            why = "is not on an address of this machine: give -l one of its addresses"
+        else:
+            why = f"cannot be listened on ({exc.strerror})"
+        raise CommandError(f"Port {port} on {host} {why}") from None
+    return sock
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _serve_uvicorn(listener: socket.socket, threads: int) -> None:
     """uvicorn with uvloop and httptools: the front on an event loop, in this process.
 
     Measured beside granian on this machine, uvicorn's ASGI costs about what
@@ -120,8 +190,6 @@ def _serve_uvicorn(host: str, port: int, threads: int) -> None:
     _UvicornServer(
         uvicorn.Config(
             application,
-            host=host.strip("[]"),
-            port=port,
             loop="uvloop",
             http=FrontProtocol,
             ws="none",
@@ -132,9 +200,11 @@ def _serve_uvicorn(host: str, port: int, threads: int) -> None:
             server_header=False,
             date_header=False,
             timeout_keep_alive=max(1, int(settings.GYM_HEADER_TIMEOUT)),
-            timeout_graceful_shutdown=10,
+            # SIGINT/SIGTERM: requests in flight get this long, then the rest of
+            # the 2 s a stop takes goes to flushing counters
+            timeout_graceful_shutdown=STOP_GRACE,
         )
-    ).run()
+    ).run(sockets=[listener])
 
 
 def _uvicorn_server_class() -> type:
@@ -212,7 +282,7 @@ def _serve_granian_wsgi(host: str, port: int) -> None:
     ).serve()
 
 
-def _serve_waitress(host: str, port: int, threads: int) -> None:
+def _serve_waitress(listener: socket.socket, threads: int) -> None:
     """Waitress: pure Python, everything in this very process."""
     from waitress.server import create_server
 
@@ -220,8 +290,7 @@ def _serve_waitress(host: str, port: int, threads: int) -> None:
 
     server = create_server(
         application,
-        host=host,
-        port=port,
+        sockets=[listener],
         threads=threads,
         ident="gymsite",
         # Refused with waitress's own 413 before being read; smaller oversized bodies
@@ -251,5 +320,5 @@ def _is_loopback(host: str) -> bool:
 
 
 def _exit(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM: leave the serve loop so the counters are flushed."""
+    """SIGTERM (SIGINT too while starting): leave quietly, the counters flushed."""
     sys.exit(0)
