@@ -14,7 +14,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from envs_api import protocol
+from envs_api import metrics, protocol
 from envs_api.runtime.errors import DatabaseUnavailable, UnknownInstance, UsageError
 
 __all__ = [
@@ -101,6 +101,7 @@ def database_unavailable(exc: BaseException | None) -> DatabaseUnavailable | Non
     ):
         return None
     log.warning("database unavailable: %s", text)
+    metrics.requests.database_error()
     said = (said for words, said in _DB_REASONS if words in lowered)
     return DatabaseUnavailable(next(said, "it cannot be reached"))
 

@@ -81,6 +81,7 @@ class Handler:
     call: Callable[[bool], Answer]
     blocking: bool
     delay: float = 0.0  # seconds a front holds the answer back (refused credentials)
+    route: str = "other"  # the metrics' route label
 
     def __call__(self, wait: bool = True) -> Answer:
         return self.call(wait)
@@ -118,6 +119,7 @@ def route(req: Request) -> Handler | None:
     return Handler(
         lambda wait: _answer(target.route, use, user, instance_id, req.body, wait),
         False,
+        route=name,
     )
 
 

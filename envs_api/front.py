@@ -20,6 +20,7 @@ import contextlib
 import io
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from uvicorn.protocols.http.httptools_impl import (
     HttpToolsProtocol,
 )
 
-from envs_api import fastpath, maintenance, protocol
+from envs_api import fastpath, maintenance, metrics, protocol
 from envs_api.runtime.errors import Busy
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ class Front:
             return
         if scope["type"] != "http":
             return
+        began = time.perf_counter()
+        route = metrics.route_of(scope["method"], scope["path"])
         found = {
             name.decode("latin-1"): value.decode("latin-1")
             for name, value in scope["headers"]
@@ -101,6 +104,7 @@ class Front:
             body = await _read_body(lambda: _asgi_body(receive), found)
         except BodyError as exc:
             await _asgi_send(send, _error(exc.status, exc.message))
+            metrics.observe_on_loop(route, exc.status, time.perf_counter() - began)
             return
         except ClientGone:
             return
@@ -119,6 +123,7 @@ class Front:
             req, lambda: _asgi_connection(scope), scope.get(_ROUTED, _UNROUTED)
         )
         await _asgi_send(send, answer)
+        metrics.observe_on_loop(route, answer.status, time.perf_counter() - began)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -140,12 +145,15 @@ class Front:
         self.stop()
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        began = time.perf_counter()
+        route = metrics.route_of(scope.method, scope.path)
         headers = list(scope.headers.items())
         found = dict(headers)
         try:
             body = await _read_body(lambda: _rsgi_body(proto, found), found)
         except BodyError as exc:
             _rsgi_send(proto, _error(exc.status, exc.message))
+            metrics.observe_on_loop(route, exc.status, time.perf_counter() - began)
             return
         except ClientGone:
             return
@@ -166,7 +174,9 @@ class Front:
             scope.http_version,
             headers,
         )
-        _rsgi_send(proto, await self.answer(req, lambda: connection))
+        answer = await self.answer(req, lambda: connection)
+        _rsgi_send(proto, answer)
+        metrics.observe_on_loop(route, answer.status, time.perf_counter() - began)
 
     # --- who answers --------------------------------------------------------------
 
@@ -453,6 +463,7 @@ class FrontProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         # uvicorn's, without its scope: built only if the request takes its way
+        self._began = time.perf_counter()
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
@@ -542,6 +553,9 @@ class FrontProtocol(HttpToolsProtocol):
             log.exception("Unhandled error in the front")
             answer = _error(500, protocol.internal_error(exc)["message"])
         self._write(answer)
+        metrics.observe_on_loop(
+            handler.route, answer.status, time.perf_counter() - self._began
+        )
 
     def _hand_over(self, body: bytes, handler: Any) -> None:
         """uvicorn's ordinary way to Front, with the body read and the handler chosen."""
@@ -610,6 +624,9 @@ class FrontProtocol(HttpToolsProtocol):
         elif self._awaited == "body":
             self._quick = None
             self._write(_error(408, _too_slow()), close=True)
+            method = self.parser.get_method().decode("ascii")
+            route = metrics.route_of(method, self.url.decode("ascii"))
+            metrics.observe_on_loop(route, 408, time.perf_counter() - self._began)
         else:  # headers or the next request: uvicorn's way, close without a word
             self._awaited = None
             self.transport.close()

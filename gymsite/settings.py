@@ -134,6 +134,10 @@ GYM_MAINTENANCE = env_bool("GYM_MAINTENANCE", True)
 # --- Multi-user ---------------------------------------------------------------
 # Unauthenticated requests are served (as one shared "anonymous" user) when true.
 GYM_ALLOW_ANONYMOUS = env_bool("GYM_ALLOW_ANONYMOUS", True)
+# Who may read GET /metrics: open, staff (a staff user's credentials) or off (404).
+GYM_METRICS = os.getenv("GYM_METRICS") or ("open" if GYM_ALLOW_ANONYMOUS else "staff")
+if GYM_METRICS not in ("open", "staff", "off"):
+    raise ImproperlyConfigured(f"GYM_METRICS={GYM_METRICS!r}: use open, staff or off")
 GYM_MAX_INSTANCES_PER_USER = env_int("GYM_MAX_INSTANCES_PER_USER", 32, minimum=1)
 GYM_MAX_INSTANCES = env_int("GYM_MAX_INSTANCES", 1024, minimum=1)
 # Request bodies larger than this are refused with 413 before they are read.

@@ -1,4 +1,5 @@
-"""Root URLs: the v1 API at /v1/, the admin, the OpenAPI schema and its docs page."""
+"""Root URLs: the v1 API at /v1/, the admin, the OpenAPI schema and its docs page,
+and the operations endpoints /healthz, /readyz and /metrics."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from envs_api.health import HealthView, MetricsView, ReadyView
+
 urlpatterns = [
     path("v1/", include("envs_api.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("healthz", HealthView.as_view(), name="healthz"),
+    path("readyz", ReadyView.as_view(), name="readyz"),
+    path("metrics", MetricsView.as_view(), name="metrics"),
 ]
 
 handler400 = "envs_api.exceptions.bad_request"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -38,13 +39,25 @@ def buffered(app: WSGIApp) -> WSGIApp:
 
 django_application = buffered(get_wsgi_application())  # also sets Django up
 
-from envs_api import fastpath, maintenance, serverlock  # noqa: E402  (Django set up)
+from envs_api import fastpath, maintenance, metrics, serverlock  # noqa: E402
 
 
 def with_fast_path(app: WSGIApp) -> WSGIApp:
     """Let the fast path answer what it can (``fastpath.route``), Django the rest."""
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        began = time.perf_counter()
+        route = metrics.route_of(
+            environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+        )
+
+        def recorded(status: str, headers: Any, exc_info: Any = None) -> Any:
+            metrics.observe(route, int(status[:3]), time.perf_counter() - began)
+            return start_response(status, headers, exc_info)
+
+        return _answer(environ, recorded)
+
+    def _answer(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if environ.get("PATH_INFO", "").startswith("/v1/envs"):
             req = fastpath.wsgi_request(environ)
             if req is not None:

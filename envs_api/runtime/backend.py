@@ -147,6 +147,10 @@ class Backend(Protocol):
         """When the instance was last used, or None when it is not live here."""
         ...
 
+    def census(self) -> dict[str, int]:
+        """How many instances are live here, by env id."""
+        ...
+
     def __contains__(self, instance_id: object) -> bool: ...
 
     def __len__(self) -> int: ...
@@ -459,6 +463,14 @@ class LocalBackend:
         """When the instance was last used, or None when it is not live here."""
         live = self._envs.get(instance_id)
         return None if live is None else live.last_used
+
+    def census(self) -> dict[str, int]:
+        with self._lock:
+            envs = list(self._envs.values())
+        counts: dict[str, int] = {}
+        for live in envs:
+            counts[live.spec.env_id] = counts.get(live.spec.env_id, 0) + 1
+        return counts
 
     def forget(self, instance_id: str) -> None:
         """Drop the env as a crash would: closed, counters unwritten (for tests)."""
