@@ -74,6 +74,8 @@ class EnvInstanceAdmin(admin.ModelAdmin):
                     "episode_count",
                     "closed",
                     "close_reason",
+                    "last_error",
+                    "last_error_at",
                 )
             },
         ),

@@ -20,6 +20,7 @@ import multiprocessing.util
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -37,8 +38,12 @@ def flush() -> int:
     if not changed:
         return 0
     rows = [(c.instance_id, services.counter_fields(c)) for c in changed]
+    by_names: dict[tuple[str, ...], list[tuple[str, dict[str, Any]]]] = {}
+    for row in rows:  # one UPDATE statement per set of field names
+        by_names.setdefault(tuple(row[1]), []).append(row)
     try:
-        registry.update_many_active(rows)
+        for same in by_names.values():
+            registry.update_many_active(same)
     except Exception:
         backend.unchanged(changed)  # try again next time
         raise

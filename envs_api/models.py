@@ -47,6 +47,13 @@ class EnvInstance(models.Model):
     closed = models.DateTimeField(null=True, blank=True)
     step_count = models.BigIntegerField(default=0)
     episode_count = models.BigIntegerField(default=0)
+    last_error = models.CharField(
+        max_length=400,
+        blank=True,
+        help_text="The last exception the environment's own code raised (reset, "
+        "step, render or close), with where.",
+    )
+    last_error_at = models.DateTimeField(null=True, blank=True)
     action_space = models.JSONField(default=dict, blank=True, editable=False)
     observation_space = models.JSONField(default=dict, blank=True, editable=False)
 

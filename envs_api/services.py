@@ -224,12 +224,17 @@ def _close(
 
 
 def counter_fields(counters: Counters) -> dict[str, Any]:
-    """The registry fields of an instance's counters."""
-    return {
+    """The registry fields of an instance's counters (and of its last env error,
+    once it has one: a restored instance keeps the row's until a new one)."""
+    fields = {
         "step_count": counters.steps,
         "episode_count": counters.episodes,
         "last_used": dt(counters.last_used),
     }
+    if counters.last_error is not None and counters.last_error_at is not None:
+        fields["last_error"] = counters.last_error
+        fields["last_error_at"] = dt(counters.last_error_at)
+    return fields
 
 
 # --- using an instance ---------------------------------------------------------

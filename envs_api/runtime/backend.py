@@ -21,12 +21,21 @@ import gymnasium as gym
 from gymnasium import error as gym_error
 
 from envs_api.runtime import envids, spaces
-from envs_api.runtime.errors import Busy, Conflict, UnknownInstance, UsageError
+from envs_api.runtime.errors import (
+    Busy,
+    Conflict,
+    EnvFailure,
+    UnknownInstance,
+    UsageError,
+)
 from envs_api.runtime.monitor import Monitor
 
 JSONDict = dict[str, Any]
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+MAX_ERROR_TEXT = (
+    300  # characters of an env's exception kept as an instance's last error
+)
 
 # What an env raises when it is handed something it cannot use: the client's doing.
 _ENV_INPUT_ERRORS = (
@@ -63,12 +72,15 @@ class Spaces:
 
 @dataclass(frozen=True)
 class Counters:
-    """Steps, episodes and last use (wall-clock seconds) of one instance."""
+    """Steps, episodes and last use (wall-clock seconds) of one instance, and the
+    last exception its env raised (with when), if any."""
 
     instance_id: str
     steps: int
     episodes: int
     last_used: float
+    last_error: str | None = None
+    last_error_at: float | None = None
 
 
 class Backend(Protocol):
@@ -172,6 +184,8 @@ class _LocalEnv:
         self.last_used = now
         self.monitor: Monitor | None = None
         self.render_failure: str | None = None  # why rendering failed, once it has
+        self.last_error: str | None = None  # the env's last exception, and when
+        self.last_error_at: float | None = None
         self.answered_seq = 0  # the last step numbered by a client's seq, its answer
         self.answered: JSONDict | None = None
         self.spaces = Spaces(
@@ -189,6 +203,8 @@ class _LocalEnv:
             obs, info = self.env.reset(seed=seed)
         except _ENV_INPUT_ERRORS as exc:
             raise UsageError(f"The environment failed to reset: {exc}") from None
+        except (Exception, SystemExit) as exc:  # the env's own bug: never the server's
+            raise self.failed("reset", exc) from None
         self.needs_reset = False
         self.episodes += 1
         return {
@@ -241,6 +257,8 @@ class _LocalEnv:
             obs, reward, terminated, truncated, info = env.step(action)
         except _ENV_INPUT_ERRORS as exc:
             raise UsageError(f"The environment rejected the action: {exc}") from None
+        except (Exception, SystemExit) as exc:  # the env's own bug: never the server's
+            raise self.failed("step", exc) from None
         self.steps += 1
         terminated, truncated = bool(terminated), bool(truncated)
         answer = {
@@ -259,9 +277,10 @@ class _LocalEnv:
         """Render after a step; a failure is noted, never raised: the step happened."""
         try:
             self.env.render()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             self.render_failure = f"{type(exc).__name__}: {exc}"
             answer["warning"] = f"not rendered: {self.render_failure}"
+            self.note("render", exc)
 
     def _reset_first(self) -> str:
         instance_id = self.spec.instance_id
@@ -306,7 +325,32 @@ class _LocalEnv:
 
     def counters(self) -> Counters:
         return Counters(
-            self.spec.instance_id, self.steps, self.episodes, self.last_used
+            self.spec.instance_id,
+            self.steps,
+            self.episodes,
+            self.last_used,
+            self.last_error,
+            self.last_error_at,
+        )
+
+    def note(self, during: str, exc: BaseException) -> str:
+        """Keep an exception the env's own code raised as the instance's last error."""
+        kind = type(exc).__name__
+        text = " ".join(str(exc).split())[:MAX_ERROR_TEXT]
+        said = f"{kind} in {during}" + (f": {text}" if text else "")
+        self.last_error = said[: MAX_ERROR_TEXT + 100]  # within the registry's column
+        self.last_error_at = time.time()
+        self.changed = True
+        log.warning("instance %s: %s", self.spec.instance_id, self.last_error)
+        return self.last_error
+
+    def failed(self, during: str, exc: BaseException) -> EnvFailure:
+        """Note an exception the env's own code raised; the episode is over."""
+        self.needs_reset = True
+        self.note(during, exc)
+        return EnvFailure(
+            f"The environment raised {self.last_error}; reset the instance to start "
+            "a new episode"
         )
 
 
@@ -434,8 +478,8 @@ class LocalBackend:
             live.closed = True
             try:
                 live.env.close()  # a Monitor flushes its results here
-            except Exception:  # closing must not fail the request: log it instead
-                log.exception("instance %s: env.close() failed", instance_id)
+            except (Exception, SystemExit) as exc:  # the close stands: noted, logged
+                live.failed("close", exc)
             return live.counters()
 
     def changed(self) -> list[Counters]:

@@ -27,6 +27,13 @@ class Conflict(UsageError):
     status_code = 409
 
 
+class EnvFailure(UsageError):
+    """The environment's own code raised (a bug in it, not in the request): 500,
+    with a message naming the exception, so the client knows whose fault it is."""
+
+    status_code = 500
+
+
 class DatabaseUnavailable(UsageError):
     """The registry database is locked, hung or unreachable: 503, try again soon."""
 
