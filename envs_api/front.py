@@ -441,6 +441,7 @@ class FrontProtocol(HttpToolsProtocol):
     _awaited: str | None = None  # "headers", "body", "next request", or None
     _watchdog: asyncio.TimerHandle | None = None
     _fires_at = 0.0
+    _answered_here = 0  # shortcut answers within one data_received call
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -455,6 +456,7 @@ class FrontProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._answered_here = 0
         super().data_received(data)
         if self._quick is not None and self._fires_at > self._deadline:
             self._set_watchdog(self._deadline)  # a shortcut body still on its way
@@ -501,6 +503,10 @@ class FrontProtocol(HttpToolsProtocol):
         if not (
             url.startswith(b"/v1/envs/")
             and (self.cycle is None or self.cycle.response_complete)
+            # a client pipelining thousands of steps in one packet gets a few
+            # answers per turn; the rest wait in uvicorn's queue, which lets
+            # the loop serve the other connections in between
+            and self._answered_here < PIPELINED_PER_TURN
             and url.isascii()
             and b"?" not in url
             and b"%" not in url
@@ -552,6 +558,7 @@ class FrontProtocol(HttpToolsProtocol):
         except Exception as exc:
             log.exception("Unhandled error in the front")
             answer = _error(500, protocol.internal_error(exc)["message"])
+        self._answered_here += 1
         self._write(answer)
         metrics.observe_on_loop(
             handler.route, answer.status, time.perf_counter() - self._began
@@ -632,6 +639,8 @@ class FrontProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+# Requests of one connection the shortcut answers within one read of its socket.
+PIPELINED_PER_TURN = 8
 # The scope key under which the shortcut hands Front the handler it chose.
 _ROUTED = "gymsite.handler"
 _HEADS: dict[tuple[tuple[str, str], ...], bytes] = {}
