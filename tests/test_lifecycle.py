@@ -262,3 +262,16 @@ def test_a_bad_setting_is_one_line_and_exit_2(
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("Configuration error: ")
     assert expected in line
+
+
+def test_a_database_that_cannot_be_reached_is_one_line_and_exit_2(
+    server_env: dict[str, str],
+) -> None:
+    env = {
+        **server_env,
+        "DATABASE_URL": f"postgres://nobody@127.0.0.1:{free_port()}/nothing",
+        "GYM_DB_TIMEOUT": "2",
+    }
+    line = one_line_refusal(gymserver(env, "-p", str(free_port())))
+    assert line.startswith("CommandError: The registry database cannot be used (")
+    assert line.endswith("check DATABASE_URL and that the database server is running")
