@@ -446,6 +446,8 @@ class FrontProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._conf = fastpath.config()
+        server = self.server or ("", 0)
+        self._server_text = f"{server[0]}:{server[1]}"  # the Host fallback
         self._await("headers", self._conf.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -532,14 +534,13 @@ class FrontProtocol(HttpToolsProtocol):
 
     def _answer_quickly(self, body: bytes) -> None:
         """Answer in place if the fast path can at once; else hand the request on."""
-        server = self.server or ("", 0)
         req = _request(
             self.parser.get_method().decode("ascii"),
             self.url.decode("ascii"),
             "",
             body,
             self._found,
-            f"{server[0]}:{server[1]}",
+            self._server_text,
             self.client[0] if self.client else "",
         )
         try:

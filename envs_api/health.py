@@ -62,9 +62,8 @@ def _database() -> str:
         connection = connections[DEFAULT_DB_ALIAS]
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-        if MigrationExecutor(connection).migration_plan(
-            MigrationExecutor(connection).loader.graph.leaf_nodes()
-        ):
+        executor = MigrationExecutor(connection)
+        if executor.migration_plan(executor.loader.graph.leaf_nodes()):
             return "migrations not applied (manage.py migrate)"
     except Exception as exc:
         unavailable = database_unavailable(exc)

@@ -65,9 +65,8 @@ class Requests:
 
     def snapshot(self) -> tuple[dict[tuple[str, int], list[float]], int]:
         with self._lock:  # a copy of each list: the loop may add to them meanwhile
-            return {key: list(s) for key, s in list(self.series.items())}, (
-                self.database_errors
-            )
+            series = {key: list(s) for key, s in list(self.series.items())}
+            return series, self.database_errors
 
 
 requests = Requests()

@@ -45,7 +45,8 @@ class ServerLock:
         self.database: Any = None
 
     def release(self) -> None:
-        """Let go of every lock (tests; a process's end does it anyway)."""
+        """Let go of every lock (when taking them failed half-way; a process's end
+        does it anyway)."""
         for handle in self.files:
             handle.close()
         self.files.clear()

@@ -75,11 +75,6 @@ def hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.fixture
-def alice(db: None) -> User:
-    return User.objects.create_user("alice", password="alice-pw")
-
-
-@pytest.fixture
 def alice_token(alice: User) -> str:
     return Token.objects.create(user=alice).key
 
