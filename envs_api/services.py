@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from django.utils.timezone import now
 
 from envs_api import protocol, registry
 from envs_api.models import EnvInstance
-from envs_api.runtime import envids, monitor
+from envs_api.runtime import envids, journal, monitor
 from envs_api.runtime.backend import Counters, LocalBackend, Spaces, Spec
 from envs_api.runtime.errors import UnknownInstance, UsageError
 
@@ -37,7 +38,22 @@ ACTIVE = EnvInstance.Status.ACTIVE
 ANONYMOUS_FOLDER = "~anonymous"
 _SAFE_FOLDER_RE = re.compile(r"[\w@+-][\w.@+-]*")
 
-_backend = LocalBackend()
+
+def journal_store() -> journal.Store | None:
+    """The journals GYM_JOURNAL asks for (None: off)."""
+    if settings.GYM_JOURNAL == "off":
+        return None
+    return journal.Store(
+        journal.Settings(
+            directory=Path(settings.GYM_DATA_DIR) / "journal",
+            fsync=settings.GYM_JOURNAL == "fsync",
+            snapshot_every=settings.GYM_JOURNAL_SNAPSHOT_EVERY,
+            max_replay=settings.GYM_JOURNAL_MAX_REPLAY,
+        )
+    )
+
+
+_backend = LocalBackend(journals=journal_store())
 # Serializes rebuilding instances from the registry with closing them.
 _registry_lock = threading.Lock()
 # Serializes quota checks with the row writes they allow.
@@ -88,9 +104,12 @@ def create(user: Any, args: protocol.CreateArgs) -> dict[str, Any]:
     if args.max_episode_steps:
         make_kwargs["max_episode_steps"] = args.max_episode_steps
     owner = owner_id(user)
+    # Unseeded instances get a seed of the server's choosing, kept in the registry
+    # (48 bits: exact in every database backend, SQLite's decimals included).
+    seed = args.seed if args.seed is not None else secrets.randbits(48)
     with _create_lock:
         _check_quotas(owner)
-        instance_id = _open_and_register(resolved, make_kwargs, args.seed, owner)
+        instance_id = _open_and_register(resolved, make_kwargs, seed, owner)
     answer: dict[str, Any] = {"instance_id": instance_id, "env_id": resolved.env_id}
     if resolved.warning:
         answer["requested_env_id"] = resolved.requested
@@ -323,14 +342,15 @@ def _restore(instance_id: str, owner: int | None) -> None:
 
 
 def _rebuild(row: EnvInstance) -> None:
-    """Open a registry row's env again, checked against today's allowlists."""
+    """Open a registry row's env again, checked against today's allowlists, and
+    continue its episode from the journal."""
     seed = None if row.seed is None else int(row.seed)
     spec = Spec(
         row.instance_id,
         row.env_id,
         dict(row.make_kwargs),
         row.owner_id,
-        _restored_seed(seed, row.episode_count),
+        seed,
         row.step_count,
         row.episode_count,
         restored=True,
@@ -342,8 +362,50 @@ def _rebuild(row: EnvInstance) -> None:
         raise UsageError(
             f"Instance {row.instance_id} could not be restored: {exc}"
         ) from None
+    episode = _backend.journal_of(row.instance_id)
+    if episode is not None and episode.episodes < row.episode_count:
+        episode = None  # older than the registry: a journal that failed to start over
+    episodes = max(row.episode_count, 0 if episode is None else episode.episodes)
+    outcome = _backend.recover(row.instance_id, episode, _restored_seed(seed, episodes))
+    log.info("instance %s: journal %s", row.instance_id, outcome)
     if row.monitor_dir:
         _reapply_monitor(row)
+
+
+def settle_journals() -> int:
+    """At start, before serving: bring the registry's counters up to what the
+    journals a crash left behind hold, and remove the journals of instances that are
+    no longer active. Returns how many rows were brought up to date."""
+    store = _backend.journals
+    if store is None:
+        return 0
+    ids = store.ids()
+    updated = 0
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows = {
+            row["instance_id"]: row
+            for row in EnvInstance.objects.filter(
+                instance_id__in=chunk, status=ACTIVE
+            ).values("instance_id", "step_count", "episode_count")
+        }
+        for instance_id in chunk:
+            row = rows.get(instance_id)
+            if row is None:
+                store.remove(instance_id)
+                continue
+            episode = _backend.journal_of(instance_id)
+            if episode is None:
+                continue
+            fields = {}
+            if episode.steps > row["step_count"]:
+                fields["step_count"] = episode.steps
+            if episode.episodes > row["episode_count"]:
+                fields["episode_count"] = episode.episodes
+            if fields:
+                updated += registry.update(instance_id, fields)
+    store.sweep()
+    return updated
 
 
 def _restored_seed(seed: int | None, episodes: int) -> int | None:
@@ -365,6 +427,7 @@ def _reapply_monitor(row: EnvInstance) -> None:
             force=False,
             resume=True,
             video_every=row.monitor_video_every,
+            continuing=True,
         )
     except UsageError as exc:  # e.g. the root moved: serve the env, drop the monitor
         log.warning("instance %s: monitor not restored: %s", row.instance_id, exc)

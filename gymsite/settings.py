@@ -128,6 +128,17 @@ GYM_LEGACY_ALIASES = env_bool("GYM_LEGACY_ALIASES", True)
 GYM_ALLOW_SHUTDOWN = env_bool("GYM_ALLOW_SHUTDOWN", False)
 # Seconds between write-behind flushes of last-used times and counters (0: only on close/exit).
 GYM_FLUSH_INTERVAL = env_float("GYM_FLUSH_INTERVAL", 2.0)
+# Episode journals (README "Reliability"): on (written to the OS before each answer:
+# survives any death of the server process), fsync (also on disk before each answer:
+# survives a power loss, ~0.2 ms a step), or off.
+GYM_JOURNAL = (os.getenv("GYM_JOURNAL") or "on").strip().lower()
+if GYM_JOURNAL not in ("on", "fsync", "off"):
+    raise ImproperlyConfigured(f"GYM_JOURNAL={GYM_JOURNAL!r}: use on, fsync or off")
+# Steps between snapshots of an env that can be copied (pickled); 0: never.
+GYM_JOURNAL_SNAPSHOT_EVERY = env_int("GYM_JOURNAL_SNAPSHOT_EVERY", 1000, minimum=0)
+# At most this many steps are replayed after a restart; a longer episode of an env
+# that cannot be copied is not continued.
+GYM_JOURNAL_MAX_REPLAY = env_int("GYM_JOURNAL_MAX_REPLAY", 10000, minimum=0)
 # Run the background thread that flushes counters and closes idle instances.
 GYM_MAINTENANCE = env_bool("GYM_MAINTENANCE", True)
 
@@ -147,6 +158,12 @@ GYM_IDLE_TIMEOUT = env_float("GYM_IDLE_TIMEOUT", 3600.0)
 # Glob patterns of env ids that may be created. "*" matches every registered id but
 # never an id that names a module to import (pkg.mod:Env): list those explicitly.
 GYM_ALLOWED_ENVS = env_list("GYM_ALLOWED_ENVS", ["*"])
+# Glob patterns of env ids whose envs run each in a process of their own, so that one
+# that hangs or crashes the interpreter takes only its instance down (~25 us a step).
+GYM_ISOLATED_ENVS = env_list("GYM_ISOLATED_ENVS", [])
+# Seconds an isolated env may take for one call (make, reset, step, render, close)
+# before its process is stopped (0: no limit).
+GYM_ISOLATION_TIMEOUT = env_float("GYM_ISOLATION_TIMEOUT", 30.0)
 # Make kwargs a client may pass in "kwargs" (render_mode and max_episode_steps are
 # always accepted).
 GYM_ALLOWED_MAKE_KWARGS = env_list("GYM_ALLOWED_MAKE_KWARGS", [])

@@ -15,18 +15,30 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from envs_api import authentication, services
+from envs_api.runtime import journal
 from envs_api.runtime.backend import LocalBackend
 from envs_api.throttles import auth_failures
 from tests.servers import server_environment
 
 
 @pytest.fixture(autouse=True)
-def cache() -> Iterator[LocalBackend]:
-    """The process's backend of live envs, emptied (envs closed) after each test."""
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBackend]:
+    """The process's backend of live envs, with journals of the test's own, emptied
+    (envs closed) after each test."""
     backend = services.backend()
+    kept = backend.journals
+    folder = tmp_path_factory.mktemp("journal")
+    backend.journals = journal.Store(journal.Settings(folder))
     yield backend
     for instance_id in backend.idle(float("inf")):
         backend.forget(instance_id)
+    backend.journals = kept
+
+
+@pytest.fixture
+def no_journal(cache: LocalBackend) -> None:
+    """Journals off (GYM_JOURNAL=off): a restart loses the episode in progress."""
+    cache.journals = None
 
 
 @pytest.fixture(autouse=True)

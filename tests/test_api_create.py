@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+import gymnasium
 import pytest
 from rest_framework.test import APIClient
 
@@ -233,10 +234,21 @@ def test_it_treats_seed_zero_as_a_seed(api: APIClient) -> None:
 
 
 @pytest.mark.parametrize("seed", [None, "", []])
-def test_it_treats_an_empty_seed_as_none(api: APIClient, seed: Any) -> None:
-    instance_id = create(api, "CartPole-v1", seed=seed)
+def test_it_chooses_and_records_a_seed_when_none_is_given(
+    api: APIClient, seed: Any
+) -> None:
+    first = create(api, "CartPole-v1", seed=seed)
+    second = create(api, "CartPole-v1", seed=seed)
 
-    assert EnvInstance.objects.get(instance_id=instance_id).seed is None
+    chosen = EnvInstance.objects.get(instance_id=first).seed
+    assert chosen is not None
+    assert 0 <= chosen < 2**48
+    assert chosen != EnvInstance.objects.get(instance_id=second).seed
+    assert reset_obs(api, first) != reset_obs(api, second)
+    twin = gymnasium.make("CartPole-v1")
+    assert reset_obs(api, create(api, "CartPole-v1", seed=int(chosen))) == (
+        twin.reset(seed=int(chosen))[0].tolist()
+    )
 
 
 @pytest.mark.parametrize(

@@ -115,8 +115,8 @@ def test_it_rebuilds_an_instance_that_is_not_in_memory(
     assert cartpole in cache
 
 
-def test_it_asks_a_restored_instance_for_a_reset_first(
-    api: APIClient, cache: LocalBackend, cartpole: str
+def test_without_journals_it_asks_a_restored_instance_for_a_reset_first(
+    api: APIClient, cache: LocalBackend, no_journal: None, cartpole: str
 ) -> None:
     api.post(f"/v1/envs/{cartpole}/reset/")
     forget(cache, cartpole)

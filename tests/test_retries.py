@@ -118,8 +118,24 @@ def test_counts_run_across_episodes_and_a_refused_step_counts_nothing(
     assert post(app, step, {"action": 0, "seq": 2})[0] == 200
 
 
-def test_after_a_restart_earlier_answers_are_gone_and_the_409_says_so(
+def test_after_a_restart_the_journal_answers_a_retry_of_the_last_step(
     app: Any, cache: LocalBackend
+) -> None:
+    instance_id = started(app)
+    step = f"/v1/envs/{instance_id}/step/"
+    post(app, step, {"action": 0, "seq": 1})
+    status, before = post(app, step, {"action": 1, "seq": 2})
+    cache.forget(instance_id)  # a crash: the answer may never have reached the client
+
+    assert post(app, step, {"action": 1, "seq": 2}) == (status, before)
+    assert post(app, step, {"action": 0, "seq": 4})[1]["message"].endswith(
+        "the instance has taken 2 steps, the next seq is 3"
+    )
+    assert post(app, step, {"action": 0, "seq": 3})[0] == 200
+
+
+def test_without_journals_earlier_answers_are_gone_after_a_restart_and_the_409_says_so(
+    app: Any, cache: LocalBackend, no_journal: None
 ) -> None:
     instance_id = started(app)
     step = f"/v1/envs/{instance_id}/step/"

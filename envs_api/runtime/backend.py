@@ -9,7 +9,10 @@ serialized and requests on different instances run side by side. A remote backen
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -18,9 +21,10 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import gymnasium as gym
+import orjson
 from gymnasium import error as gym_error
 
-from envs_api.runtime import envids, spaces
+from envs_api.runtime import envids, journal, spaces
 from envs_api.runtime.errors import (
     Busy,
     Conflict,
@@ -36,6 +40,21 @@ log = logging.getLogger(__name__)
 MAX_ERROR_TEXT = (
     300  # characters of an env's exception kept as an instance's last error
 )
+
+_NEVER = 2**63  # steps: more than any episode takes
+
+
+class _Diverged(Exception):
+    """Replaying a journal did not reproduce what it recorded."""
+
+
+def _action_json(raw_action: Any) -> bytes:
+    """A client's action as the journal keeps it: JSON, as the client sent it."""
+    try:
+        return orjson.dumps(raw_action)
+    except TypeError:  # an integer past 64 bits (the env took it)
+        return json.dumps(raw_action, separators=(",", ":")).encode()
+
 
 # What an env raises when it is handed something it cannot use: the client's doing.
 _ENV_INPUT_ERRORS = (
@@ -131,6 +150,7 @@ class Backend(Protocol):
         force: bool,
         resume: bool,
         video_every: int | None,
+        continuing: bool = False,
     ) -> list[str]: ...
 
     def close_monitor(self, instance_id: str) -> None: ...
@@ -163,6 +183,17 @@ class Backend(Protocol):
         """How many instances are live here, by env id."""
         ...
 
+    def recover(
+        self, instance_id: str, episode: journal.Episode | None, fresh_seed: int | None
+    ) -> str:
+        """Continue a just-opened instance's journalled episode after a restart.
+
+        Returns what happened: "continued", "diverged" (the replay did not
+        reproduce the journal), "too long" (past the replay cap), or "none" (no
+        journal); in all but the first, the next reset uses ``fresh_seed``.
+        """
+        ...
+
     def __contains__(self, instance_id: object) -> bool: ...
 
     def __len__(self) -> int: ...
@@ -171,9 +202,18 @@ class Backend(Protocol):
 class _LocalEnv:
     """One live env of LocalBackend: the env, its lock, counters and episode state."""
 
-    def __init__(self, spec: Spec, env: gym.Env[Any, Any], now: float) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        env: gym.Env[Any, Any],
+        now: float,
+        journal_: journal.Journal | None = None,
+    ) -> None:
         self.spec = spec
         self.env = env
+        self.journal = journal_
+        self.copyable = True  # until pickling the env fails once
+        self.recovery: str | None = None  # why a restored episode could not go on
         self.lock = threading.Lock()
         self.closed = False
         self.needs_reset = True
@@ -188,6 +228,9 @@ class _LocalEnv:
         self.last_error_at: float | None = None
         self.answered_seq = 0  # the last step numbered by a client's seq, its answer
         self.answered: JSONDict | None = None
+        self.episode_steps = 0  # the current episode's length and return so far
+        self.episode_return = 0.0
+        self.episode_done = False  # its last step terminated or truncated it
         self.spaces = Spaces(
             spaces.describe(env.action_space), spaces.describe(env.observation_space)
         )
@@ -199,6 +242,7 @@ class _LocalEnv:
 
     def reset(self) -> JSONDict:
         seed, self.next_seed = self.next_seed, None
+        start = self._episode_start(seed)
         try:
             obs, info = self.env.reset(seed=seed)
         except _ENV_INPUT_ERRORS as exc:
@@ -207,6 +251,16 @@ class _LocalEnv:
             raise self.failed("reset", exc) from None
         self.needs_reset = False
         self.episodes += 1
+        self.episode_steps, self.episode_return = 0, 0.0
+        self.episode_done = False
+        self.recovery = None
+        if start is not None:
+            start.update(
+                episodes=self.episodes,
+                steps=self.steps,
+                digest=journal.fingerprint(obs),
+            )
+            self._journal(lambda j: j.begin(start))
         return {
             "observation": self.encode_observation(obs),
             "info": spaces.json_safe(info),
@@ -260,17 +314,190 @@ class _LocalEnv:
         except (Exception, SystemExit) as exc:  # the env's own bug: never the server's
             raise self.failed("step", exc) from None
         self.steps += 1
+        reward = float(reward)
+        self.episode_steps += 1
+        self.episode_return += reward
         terminated, truncated = bool(terminated), bool(truncated)
+        self.episode_done = terminated or truncated
         answer = {
             "observation": self.encode_observation(obs),
-            "reward": spaces.finite(float(reward)),
-            "done": terminated or truncated,
+            "reward": spaces.finite(reward),
+            "done": self.episode_done,
             "info": spaces.json_safe(info),
             "terminated": terminated,
             "truncated": truncated,
         }
+        if self.journal is not None:
+            digest = journal.fingerprint(obs, reward, terminated, truncated)
+            self._journal(lambda j: j.step(digest, _action_json(raw_action)))
+            if self.journal is not None:
+                self._snapshot_when_due(self.journal, answer)
         if render:
             self._render(answer)
+        return answer
+
+    # --- the journal ---
+
+    def _episode_start(self, seed: int | None) -> JSONDict | None:
+        """How the episode about to begin starts, for the journal (None: no journal)."""
+        if self.journal is None:
+            return None
+        start: JSONDict = {"seed": seed, "rng": None, "options": None}
+        if seed is None:  # the env's generator goes on: keep where it stands
+            # no numpy generator here: the digests will tell
+            with contextlib.suppress(Exception):
+                start["rng"] = journal.generator_state(self.env.unwrapped.np_random)
+        return start
+
+    def _journal(self, write: Callable[[journal.Journal], None]) -> None:
+        """Write to the journal; when the disk refuses, say so and stop journalling
+        this instance (its answers go on; a restart will not continue its episode)."""
+        kept = self.journal
+        if kept is None:
+            return
+        try:
+            write(kept)
+        except OSError as exc:
+            kept.store.stats.errors += 1
+            self.journal = None
+            with contextlib.suppress(OSError):
+                kept.discard()  # never replay a stale episode
+            self.last_error = f"journal not written: {exc.strerror or exc}"
+            self.last_error_at = time.time()
+            self.changed = True
+            log.error("instance %s: %s", self.spec.instance_id, self.last_error)
+
+    def _journal_failure(self) -> None:
+        """The env raised: its episode is over, in the journal too."""
+        self._journal(journal.Journal.failed)
+
+    def _snapshot_when_due(self, kept: journal.Journal, answer: JSONDict) -> None:
+        """Start the journal over from a copy of the env every snapshot_every steps
+        (or, for an env that cannot be copied, note once that its episode has grown
+        past what a restart replays)."""
+        settings = kept.store.settings
+        if self.copyable and settings.snapshot_every > 0:
+            due = settings.snapshot_every
+        else:
+            due = settings.max_replay if kept.replayable else _NEVER
+        if kept.since_base < due:
+            return
+        snapshot = b""
+        if self.copyable:
+            try:
+                snapshot = pickle.dumps(self._base_env(), pickle.HIGHEST_PROTOCOL)
+            except Exception:  # a Box2D world, a rendering window, a process...
+                self.copyable = False
+        header: JSONDict = {
+            "episodes": self.episodes,
+            "steps": self.steps,
+            "episode_steps": self.episode_steps,
+            "episode_return": self.episode_return,
+        }
+        if snapshot:
+            header["answer"] = answer
+            kept.store.stats.snapshots += 1
+        elif kept.since_base >= settings.max_replay:
+            header["replayable"] = False
+            kept.replayable = False
+        else:
+            return  # not copyable after all: wait for max_replay
+        self._journal(lambda j: j.begin(header, snapshot))
+
+    def _base_env(self) -> gym.Env[Any, Any]:
+        """The env under the monitor, if one is running."""
+        return self.monitor.env_below() if self.monitor is not None else self.env
+
+    def recover(self, episode: journal.Episode | None, fresh_seed: int | None) -> str:
+        """Replay the journal of the episode in progress when the server stopped."""
+        self.next_seed = fresh_seed
+        if episode is None:
+            return "none"
+        header = episode.header
+        self.steps = max(self.steps, episode.steps)
+        self.episodes = max(self.episodes, episode.episodes)
+        if self.journal is not None:
+            self.journal.since_base = len(episode.actions)
+            self.journal.started = True
+        if header.get("replayable") is False or (
+            len(episode.actions) > self._max_replay()
+        ):
+            self.recovery = (
+                "its episode had grown past the steps a restart replays "
+                "(GYM_JOURNAL_MAX_REPLAY) and the environment cannot be copied"
+            )
+            if self.journal is not None:
+                self.journal.replayable = False
+            return "too long"
+        try:
+            answer = self._replay(episode)
+        except _Diverged as exc:
+            self.needs_reset = True
+            self.recovery = (
+                f"replaying its journal did not reproduce the episode ({exc}): the "
+                "environment is not deterministic"
+            )
+            log.warning("instance %s: %s", self.spec.instance_id, self.recovery)
+            return "diverged"
+        self.next_seed = None  # the env's generator stands where it stood
+        self.needs_reset = episode.failed
+        if answer is not None:
+            self.answered_seq, self.answered = self.steps, answer
+        return "continued"
+
+    def _max_replay(self) -> int:
+        return (
+            _NEVER if self.journal is None else self.journal.store.settings.max_replay
+        )
+
+    def _replay(self, episode: journal.Episode) -> JSONDict | None:
+        """Bring the env to where the journal ends; the last step's answer, if any."""
+        header = episode.header
+        answer: JSONDict | None = header.get("answer")
+        try:
+            if episode.snapshot:
+                copy = pickle.loads(episode.snapshot)  # our own file, in a 0700 folder
+                self.env.close()
+                self.env = copy
+                self.episode_steps = int(header.get("episode_steps", 0))
+                self.episode_return = float(header.get("episode_return", 0.0))
+                self.episode_done = bool(answer and answer.get("done"))
+            else:
+                if header.get("rng") is not None:
+                    self.env.unwrapped.np_random = journal.generator_from(header["rng"])
+                obs, _ = self.env.reset(seed=header.get("seed"))
+                if journal.fingerprint(obs) != header.get("digest"):
+                    raise _Diverged("the first observation differs")
+                self.episode_steps, self.episode_return = 0, 0.0
+            for number, (digest, action) in enumerate(
+                zip(episode.digests, episode.actions, strict=True), 1
+            ):
+                raw = orjson.loads(action)
+                obs, reward, terminated, truncated, info = self.env.step(
+                    self.decode_action(raw)
+                )
+                reward, terminated, truncated = (
+                    float(reward),
+                    bool(terminated),
+                    bool(truncated),
+                )
+                if journal.fingerprint(obs, reward, terminated, truncated) != digest:
+                    raise _Diverged(f"step {number} of {len(episode.actions)} differs")
+                self.episode_steps += 1
+                self.episode_return += reward
+                self.episode_done = terminated or truncated
+                answer = {
+                    "observation": self.encode_observation(obs),
+                    "reward": spaces.finite(reward),
+                    "done": terminated or truncated,
+                    "info": spaces.json_safe(info),
+                    "terminated": terminated,
+                    "truncated": truncated,
+                }
+        except _Diverged:
+            raise
+        except (Exception, SystemExit) as exc:
+            raise _Diverged(f"{type(exc).__name__}: {exc}") from None
         return answer
 
     def _render(self, answer: JSONDict) -> None:
@@ -284,6 +511,11 @@ class _LocalEnv:
 
     def _reset_first(self) -> str:
         instance_id = self.spec.instance_id
+        if self.recovery is not None:
+            return (
+                f"Call reset first: instance {instance_id} was restored after a server "
+                f"restart, but {self.recovery}; it starts a fresh episode"
+            )
         if self.spec.restored:
             return (
                 f"Call reset first: instance {instance_id} was restored after a server "
@@ -296,7 +528,12 @@ class _LocalEnv:
         return spaces.to_json(space, space.sample())
 
     def start_monitor(
-        self, directory: Path, force: bool, resume: bool, video_every: int | None
+        self,
+        directory: Path,
+        force: bool,
+        resume: bool,
+        video_every: int | None,
+        continuing: bool = False,
     ) -> list[str]:
         old = self.monitor
         # Restarting: finish the old one first (its files are complete before a
@@ -316,6 +553,9 @@ class _LocalEnv:
                 old.reattach()
             raise
         self.env, self.monitor = monitor, monitor
+        if continuing and not (self.needs_reset or self.episode_done):
+            # restored mid-episode: the monitor counts the whole episode
+            monitor.continue_episode(self.episode_steps, self.episode_return)
         return list(monitor.warnings)
 
     def close_monitor(self) -> None:
@@ -348,6 +588,8 @@ class _LocalEnv:
         """Note an exception the env's own code raised; the episode is over."""
         self.needs_reset = True
         self.note(during, exc)
+        if during != "close":
+            self._journal_failure()
         return EnvFailure(
             f"The environment raised {self.last_error}; reset the instance to start "
             "a new episode"
@@ -361,14 +603,21 @@ class LocalBackend:
     time without sleeping.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        journals: journal.Store | None = None,
+    ) -> None:
         self.clock = clock
+        self.journals = journals  # None: no journals (GYM_JOURNAL=off)
         self._envs: dict[str, _LocalEnv] = {}
         self._lock = threading.Lock()  # guards _envs; each env has its own lock
 
     def open(self, spec: Spec) -> Spaces:
         env = envids.make(spec.env_id, dict(spec.make_kwargs))
-        live = _LocalEnv(spec, env, self.clock())
+        journals = self.journals
+        kept = None if journals is None else journals.journal(spec.instance_id)
+        live = _LocalEnv(spec, env, self.clock(), kept)
         with self._lock:
             old = self._envs.get(spec.instance_id)
             if old is not None and not old.closed:
@@ -453,15 +702,40 @@ class LocalBackend:
         force: bool,
         resume: bool,
         video_every: int | None,
+        continuing: bool = False,
     ) -> list[str]:
         return self._use(
             instance_id,
             True,
-            lambda live: live.start_monitor(directory, force, resume, video_every),
+            lambda live: live.start_monitor(
+                directory, force, resume, video_every, continuing
+            ),
         )
 
     def close_monitor(self, instance_id: str) -> None:
         self._use(instance_id, True, _LocalEnv.close_monitor)
+
+    def recover(
+        self, instance_id: str, episode: journal.Episode | None, fresh_seed: int | None
+    ) -> str:
+        outcome = self._use(
+            instance_id, True, lambda live: live.recover(episode, fresh_seed)
+        )
+        if outcome in ("continued", "diverged") and self.journals is not None:
+            stats = self.journals.stats
+            stats.replays += 1
+            stats.divergences += outcome == "diverged"
+        return outcome
+
+    def journal_of(self, instance_id: str) -> journal.Episode | None:
+        """The journal a crashed server left for the instance, if any (and readable)."""
+        if self.journals is None:
+            return None
+        try:
+            return self.journals.read(instance_id)
+        except (journal.JournalError, OSError) as exc:
+            log.warning("instance %s: journal not usable: %s", instance_id, exc)
+            return None
 
     def peek(self, instance_id: str) -> Counters | None:
         live = self._envs.get(instance_id)
@@ -480,6 +754,9 @@ class LocalBackend:
                 live.env.close()  # a Monitor flushes its results here
             except (Exception, SystemExit) as exc:  # the close stands: noted, logged
                 live.failed("close", exc)
+            if live.journal is not None:
+                with contextlib.suppress(OSError):
+                    live.journal.discard()
             return live.counters()
 
     def changed(self) -> list[Counters]:
@@ -523,6 +800,8 @@ class LocalBackend:
         if live is not None:
             live.closed = True
             live.env.close()
+            if live.journal is not None:
+                live.journal.close()  # the file stays, as after a crash
 
     def __contains__(self, instance_id: object) -> bool:
         return instance_id in self._envs

@@ -299,6 +299,16 @@ class Monitor(gymnasium.Wrapper[Any, Any, Any, Any]):
         self._detached = True  # the env belongs to the caller again: close() leaves it
         return self._inner
 
+    def env_below(self) -> gymnasium.Env[Any, Any]:
+        """The env this monitor records (without the monitor or its recorder)."""
+        return self._inner
+
+    def continue_episode(self, steps: int, reward: float) -> None:
+        """Count an episode already ``steps`` long (restored after a restart)."""
+        self._steps, self._reward = steps, reward
+        if self._initial_reset_timestamp is None:
+            self._initial_reset_timestamp = time.time()
+
     def reattach(self) -> None:
         """Undo ``close_monitor``: record again (a replacement failed to start)."""
         self._detached = False

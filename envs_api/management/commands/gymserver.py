@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connections
 
-from envs_api import maintenance, serverlock
+from envs_api import maintenance, serverlock, services
 
 RSGI_TARGET = "gymsite.front:application"
 WSGI_TARGET = "gymsite.wsgi:application"
@@ -102,6 +102,7 @@ class Command(BaseCommand):
             serverlock.acquire(url)
             if not options["no_migrate"]:
                 call_command("migrate", interactive=False, verbosity=0)
+            services.settle_journals()  # counters a crash left in journals only
         except serverlock.Held as exc:
             raise CommandError(str(exc)) from None
         except DatabaseError as exc:

@@ -1,0 +1,274 @@
+"""Episode journals: after a crash an instance goes on exactly where it stood.
+
+``cache.forget()`` drops a live env the way a crash does (no counters written, no
+file closed cleanly); the next request rebuilds the instance from its registry row
+and replays its journal. Each test compares against a twin instance created with
+the same seed and driven with the same actions, never crashed: the answers must be
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rest_framework.test import APIClient
+
+from envs_api import maintenance, services
+from envs_api.models import EnvInstance
+from envs_api.runtime import journal
+from envs_api.runtime.backend import LocalBackend
+from tests import journal_envs
+from tests.conftest import create
+
+journal_envs.register()
+
+# env id -> a seeded random action of its space
+ENVS = {
+    "CartPole-v1": lambda rng: int(rng.integers(2)),
+    "Pendulum-v1": lambda rng: [float(rng.uniform(-2, 2))],
+    "FrozenLake-v1": lambda rng: int(rng.integers(4)),  # slippery: the env draws
+    "Taxi-v4": lambda rng: int(rng.integers(6)),
+    "Blackjack-v1": lambda rng: int(rng.integers(2)),
+    "Acrobot-v1": lambda rng: int(rng.integers(3)),
+    "MountainCarContinuous-v0": lambda rng: [float(rng.uniform(-1, 1))],
+    "CliffWalkingSlippery-v1": lambda rng: int(rng.integers(4)),
+}
+
+
+def post(api: APIClient, path: str, body: Any = None) -> tuple[int, Any]:
+    r = api.post(path, body, format="json")
+    return r.status_code, r.json()
+
+
+class Pair:
+    """A crashing instance and its never-crashed twin, driven alike."""
+
+    def __init__(self, api: APIClient, env_id: str, seed: int) -> None:
+        self.api = api
+        self.ids = [create(api, env_id, seed=seed) for _ in range(2)]
+        self.crashing = self.ids[0]
+
+    def both(self, route: str, body: Any = None) -> Any:
+        answers = [post(self.api, f"/v1/envs/{i}/{route}/", body) for i in self.ids]
+        assert answers[0] == answers[1], (route, body)
+        return answers[0]
+
+    def episode(self, steps: int, act: Any, rng: np.random.Generator) -> None:
+        """Reset both, then step both until ``steps`` or the episode ends."""
+        self.both("reset")
+        for _ in range(steps):
+            status, answer = self.both("step", {"action": act(rng)})
+            assert status == 200, answer
+            if answer["done"]:
+                return
+
+
+@pytest.mark.parametrize("env_id", sorted(ENVS))
+def test_a_crashed_instance_continues_its_episode_exactly(
+    api: APIClient, cache: LocalBackend, env_id: str
+) -> None:
+    act, rng = ENVS[env_id], np.random.default_rng(7)
+    pair = Pair(api, env_id, seed=5)
+    pair.episode(60, act, rng)
+    pair.episode(7, act, rng)  # episode two: the env's generator went on
+
+    cache.forget(pair.crashing)
+
+    for _ in range(5):
+        status, answer = pair.both("step", {"action": act(rng)})
+        assert status in (200, 400)  # Blackjack may be over: then both refuse alike
+    pair.both("reset")
+    for _ in range(5):
+        assert pair.both("step", {"action": act(rng)})[0] == 200
+
+
+def test_a_crash_right_after_a_reset_continues_from_the_reset(
+    api: APIClient, cache: LocalBackend
+) -> None:
+    pair = Pair(api, "CartPole-v1", seed=1)
+    pair.both("reset")
+    cache.forget(pair.crashing)
+    assert pair.both("step", {"action": 1})[0] == 200
+
+
+def test_replay_starts_from_the_latest_snapshot(
+    api: APIClient, cache: LocalBackend
+) -> None:
+    cache.journals = journal.Store(
+        journal.Settings(cache.journals.settings.directory, snapshot_every=5)
+    )
+    pair = Pair(api, "CartPole-v1", seed=2)
+    pair.episode(12, lambda rng: int(rng.integers(2)), np.random.default_rng(1))
+
+    episode = cache.journals.read(pair.crashing)
+    assert episode is not None
+    assert episode.snapshot
+    assert len(episode.actions) == 2
+    cache.forget(pair.crashing)
+    for action in (0, 1, 1):
+        assert pair.both("step", {"action": action})[0] == 200
+
+
+def test_an_episode_past_the_replay_cap_of_an_uncopyable_env_asks_for_a_reset(
+    api: APIClient, cache: LocalBackend
+) -> None:
+    cache.journals = journal.Store(
+        journal.Settings(cache.journals.settings.directory, max_replay=5)
+    )
+    instance_id = create(api, "Uncopyable-v0", seed=3)
+    post(api, f"/v1/envs/{instance_id}/reset/")
+    for _ in range(8):
+        assert post(api, f"/v1/envs/{instance_id}/step/", {"action": 1})[0] == 200
+    cache.forget(instance_id)
+
+    status, answer = post(api, f"/v1/envs/{instance_id}/step/", {"action": 1})
+
+    assert status == 400
+    assert answer["message"] == (
+        f"Call reset first: instance {instance_id} was restored after a server "
+        "restart, but its episode had grown past the steps a restart replays "
+        "(GYM_JOURNAL_MAX_REPLAY) and the environment cannot be copied; it starts "
+        "a fresh episode"
+    )
+    maintenance.flush()
+    row = EnvInstance.objects.get(instance_id=instance_id)
+    assert (row.step_count, row.episode_count) == (8, 1)  # counted all the same
+    assert post(api, f"/v1/envs/{instance_id}/reset/")[0] == 200
+
+
+def test_an_uncopyable_env_within_the_cap_continues(
+    api: APIClient, cache: LocalBackend
+) -> None:
+    pair = Pair(api, "Uncopyable-v0", seed=4)
+    pair.episode(30, lambda rng: int(rng.integers(2)), np.random.default_rng(2))
+    cache.forget(pair.crashing)
+    assert pair.both("step", {"action": 1})[0] == 200
+
+
+def test_a_replay_that_diverges_says_so_and_asks_for_a_reset(
+    api: APIClient, cache: LocalBackend
+) -> None:
+    instance_id = create(api, "Nondeterministic-v0", seed=1)
+    post(api, f"/v1/envs/{instance_id}/reset/")
+    post(api, f"/v1/envs/{instance_id}/step/", {"action": 0})
+    cache.forget(instance_id)
+
+    status, answer = post(api, f"/v1/envs/{instance_id}/step/", {"action": 0})
+
+    assert status == 400
+    assert answer["message"] == (
+        f"Call reset first: instance {instance_id} was restored after a server "
+        "restart, but replaying its journal did not reproduce the episode (the first "
+        "observation differs): the environment is not deterministic; it starts a "
+        "fresh episode"
+    )
+    assert cache.journals.stats.divergences == 1
+    assert post(api, f"/v1/envs/{instance_id}/reset/")[0] == 200
+    assert post(api, f"/v1/envs/{instance_id}/step/", {"action": 0})[0] == 200
+
+
+def test_no_acknowledged_step_is_missing_from_the_registry_after_a_crash(
+    api: APIClient, cache: LocalBackend
+) -> None:
+    instance_id = create(api, "CartPole-v1", seed=1)
+    for _ in range(2):
+        post(api, f"/v1/envs/{instance_id}/reset/")
+        for _ in range(3):
+            post(api, f"/v1/envs/{instance_id}/step/", {"action": 0})
+    cache.forget(instance_id)  # nothing was flushed
+    row = EnvInstance.objects.get(instance_id=instance_id)
+    assert (row.step_count, row.episode_count) == (0, 0)
+
+    assert services.settle_journals() == 1  # what gymserver does before serving
+
+    row.refresh_from_db()
+    assert (row.step_count, row.episode_count) == (6, 2)
+
+
+def test_journals_go_with_their_instances(api: APIClient, cache: LocalBackend) -> None:
+    folder = cache.journals.settings.directory
+    kept, closed, gone = (create(api, "CartPole-v1", seed=1) for _ in range(3))
+    for instance_id in (kept, closed, gone):
+        post(api, f"/v1/envs/{instance_id}/reset/")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f"{i}.journal" for i in (kept, closed, gone)
+    )
+    post(api, f"/v1/envs/{closed}/close/")
+    cache.forget(gone)
+    EnvInstance.objects.filter(instance_id=gone).update(status="closed")
+    (folder / "abandoned.journal.tmp").write_bytes(b"gymsite-journal 1 {")
+
+    services.settle_journals()
+
+    assert [p.name for p in folder.iterdir()] == [f"{kept}.journal"]
+
+
+def test_with_journals_off_nothing_is_written(
+    api: APIClient, cache: LocalBackend, tmp_path: Path
+) -> None:
+    folder = cache.journals.settings.directory
+    cache.journals = None
+    instance_id = create(api, "CartPole-v1", seed=1)
+    post(api, f"/v1/envs/{instance_id}/reset/")
+    post(api, f"/v1/envs/{instance_id}/step/", {"action": 0})
+    assert list(folder.iterdir()) == []
+
+
+def test_an_env_that_raised_still_needs_its_reset_after_a_crash(
+    api: APIClient, cache: LocalBackend
+) -> None:
+    from tests.faulty_envs import register
+
+    register()
+    instance_id = create(api, "FaultyStep-v0", seed=1)
+    post(api, f"/v1/envs/{instance_id}/reset/")
+    for status in (200, 200, 500):  # it raises in its third step
+        assert post(api, f"/v1/envs/{instance_id}/step/", {"action": 0})[0] == status
+    cache.forget(instance_id)
+
+    status, answer = post(api, f"/v1/envs/{instance_id}/step/", {"action": 0})
+    assert status == 400
+    assert answer["message"].startswith("Call reset first")
+
+
+def test_a_journal_the_disk_refuses_is_noted_and_the_instance_goes_on(
+    api: APIClient, cache: LocalBackend
+) -> None:
+    instance_id = create(api, "CartPole-v1", seed=1)
+    shutil.rmtree(cache.journals.settings.directory)
+
+    assert post(api, f"/v1/envs/{instance_id}/reset/")[0] == 200
+    assert post(api, f"/v1/envs/{instance_id}/step/", {"action": 0})[0] == 200
+
+    assert cache.journals.stats.errors == 1
+    maintenance.flush()
+    row = EnvInstance.objects.get(instance_id=instance_id)
+    assert row.last_error == "journal not written: No such file or directory"
+
+
+def test_a_monitor_counts_a_continued_episode_once_and_whole(
+    api: APIClient, cache: LocalBackend, monitor_root: Path
+) -> None:
+    instance_id = create(api, "CartPole-v1", seed=3)
+    post(api, f"/v1/envs/{instance_id}/monitor/start/", {"directory": "runs"})
+    post(api, f"/v1/envs/{instance_id}/reset/")
+    for _ in range(4):
+        post(api, f"/v1/envs/{instance_id}/step/", {"action": 1})
+    cache.forget(instance_id)
+
+    steps = 4
+    while not post(api, f"/v1/envs/{instance_id}/step/", {"action": 1})[1]["done"]:
+        steps += 1
+    steps += 1
+    post(api, f"/v1/envs/{instance_id}/monitor/close/")
+
+    files = (monitor_root / "~anonymous" / "runs").glob(
+        "openaigym.episode_batch.*.stats.json"
+    )
+    lengths = [json.loads(f.read_text())["episode_lengths"] for f in files]
+    assert sorted(lengths) == [[], [steps]]  # the crashed monitor's file, and ours
