@@ -53,6 +53,9 @@ ENV_ID = "CartPole-v1"
 HEADERS = {"Content-Type": "application/json"}  # the seed answers 415 without it
 TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_NAMES = ("seed", "floor", "gymsite")
+# gymsite with GYM_JOURNAL=off, beside the others for the step measurements only:
+# what the episode journal costs
+NO_JOURNAL = "gymsite-nojournal"
 SEED_QUIRKS = [
     "Flask development server with threaded=False: one request at a time",
     "ignores a seed of 0 (`if seed:`), so its 'seed 0' instances are unseeded",
@@ -516,9 +519,11 @@ def run_wrk(
 ) -> dict[str, float]:
     """Run wrk with our reporting script; return req/s, p50 and p99 under ``key``."""
     cmd = [wrk, f"-d{cfg.wrk_seconds}s", "--timeout", "10s", *args]
+    cpu0 = server.cpu()
     done = subprocess.run(
         cmd, capture_output=True, text=True, timeout=cfg.wrk_seconds + 60
     )
+    cpu = cpu_delta(cpu0, server.cpu())
     line = next(
         (ln for ln in done.stdout.splitlines() if ln.startswith("WRKJSON ")), None
     )
@@ -536,6 +541,7 @@ def run_wrk(
         f"{key}.rps": r["requests"] / (r["duration_us"] / 1e6),
         f"{key}.p50_us": r["p50_us"],
         f"{key}.p99_us": r["p99_us"],
+        f"{key}.cpu_us": cpu / max(1, r["requests"]) * 1e6,
     }
 
 
@@ -756,6 +762,7 @@ METRICS = [
     ("loop.cpu_us", "step loop: server CPU per step (µs)", "lower", True),
     ("wrk1.rps", "wrk -t1 -c1: req/s", "higher", True),
     ("wrk1.p99_us", "wrk -t1 -c1: p99 latency (µs)", "lower", True),
+    ("wrk1.cpu_us", "wrk -t1 -c1: server CPU per request (µs)", "lower", True),
     ("wrk4.rps", "wrk -t2 -c4, one instance: req/s", "higher", True),
     ("wrk4.p99_us", "wrk -t2 -c4: p99 latency (µs)", "lower", True),
     ("wrk16.rps", "wrk -t2 -c16, 16 instances: req/s", "higher", True),
@@ -855,8 +862,21 @@ def report(
         f"({b:,} instances): {fmt(g_mem - bare if g_mem is not None and bare is not None else None)} KiB; "
         f"the seed (gym 0.25.2 + Flask) takes {fmt(s_mem)} KiB per instance."
     )
+    lines += ["", "## The episode journal's cost", ""]
+    lines += [
+        "gymsite (GYM_JOURNAL=on, the default) against gymsite with GYM_JOURNAL=off, "
+        "side by side in the same rounds:",
+        "",
+        "| measurement | journal on | journal off | on/off |",
+        "|---|---:|---:|---:|",
+    ]
+    for key in ("loop.cpu_us", "loop.steps_s", "wrk1.cpu_us", "wrk1.rps", "wrk4.rps"):
+        label = next(m[1] for m in METRICS if m[0] == key)
+        on = median(data["gymsite"].get(key, []))
+        off = median(data[NO_JOURNAL].get(key, []))
+        lines.append(f"| {label} | {fmt(on)} | {fmt(off)} | {ratio(on, off)} |")
     lines += ["", "## Servers", ""]
-    for name in SERVER_NAMES:
+    for name in (*SERVER_NAMES, NO_JOURNAL):
         s = servers.get(name)
         if s is None:
             lines.append(
@@ -879,7 +899,7 @@ def report(
         "|---|---|---|",
     ]
     for key, label, _, _ in METRICS:
-        for name in SERVER_NAMES:
+        for name in (*SERVER_NAMES, NO_JOURNAL):
             values = data[name].get(key)
             if values:
                 text = ", ".join(fmt(v) for v in values)
@@ -949,7 +969,9 @@ def main() -> int:
     created_db = None
     skipped: dict[str, str] = {}
     errors: list[str] = []
-    data: dict[str, dict[str, list[float]]] = {n: {} for n in SERVER_NAMES}
+    data: dict[str, dict[str, list[float]]] = {
+        n: {} for n in (*SERVER_NAMES, NO_JOURNAL)
+    }
     extra: dict[str, Any] = {"probe": {}, "describe": {}, "errors": errors}
     try:
         log(f"bare gymnasium: {cfg.bare_envs} envs in this process")
@@ -1016,6 +1038,19 @@ def main() -> int:
                 if k.startswith("GYM_") and k != "GYM_DATA_DIR"
             )
         )
+        servers[NO_JOURNAL] = Server(
+            NO_JOURNAL,
+            [sys.executable, "manage.py", "gymserver", "-l", HOST, "-p", "{port}"],
+            ROOT,
+            {
+                **gym_env,
+                "GYM_JOURNAL": "off",
+                # a registry of its own (one server per registry); steps never use it
+                "GYM_DATA_DIR": str(tmp / "nojournal-data"),
+                "DATABASE_URL": f"sqlite:///{tmp}/nojournal.sqlite3",
+            },
+            tmp / "nojournal.log",
+        )
         for name in list(servers):
             try:
                 servers[name].start()
@@ -1043,6 +1078,8 @@ def main() -> int:
             log(f"round {r}/{cfg.rounds}")
             for label, fn in plan:
                 for name, server in servers.items():
+                    if name == NO_JOURNAL and label not in ("step loop", "wrk"):
+                        continue
                     run_measurement(
                         f"{name} {label}",
                         lambda s=server, f=fn: f(s),

@@ -118,7 +118,7 @@ def route(req: Request) -> Handler | None:
     use = _USES[name]
     return Handler(
         lambda wait: _answer(target.route, use, user, instance_id, req.body, wait),
-        False,
+        conf.journal_waits and name != "action_space_sample",
         route=name,
     )
 
@@ -223,6 +223,8 @@ class _Config:
         self.failure_delay = settings.GYM_AUTH_FAILURE_DELAY
         self.header_timeout = settings.GYM_HEADER_TIMEOUT
         self.body_timeout = settings.GYM_BODY_TIMEOUT
+        # GYM_JOURNAL=fsync: a step or reset waits for the disk, so off the event loop
+        self.journal_waits = settings.GYM_JOURNAL == "fsync"
         hosts = settings.ALLOWED_HOSTS
         self.allowed_hosts = (
             [".localhost", "127.0.0.1", "[::1]"]

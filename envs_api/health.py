@@ -4,6 +4,7 @@ GET /metrics (Prometheus), outside the v1 protocol."""
 from __future__ import annotations
 
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -17,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from envs_api import metrics
+from envs_api import metrics, services
 from envs_api.exceptions import database_unavailable
 
 
@@ -35,7 +36,8 @@ class HealthView(APIView):
 
 class ReadyView(APIView):
     """GET /readyz: 200 when the database answers, its migrations are applied and
-    the data directory is writable; else 503 naming what is not ready."""
+    the data and journal directories are writable; else 503 naming what is not
+    ready."""
 
     permission_classes = [AllowAny]
     authentication_classes: list[Any] = []
@@ -45,7 +47,8 @@ class ReadyView(APIView):
     def get(self, request: Request) -> Response:
         checks = {
             "database": _database(),
-            "data_directory": _data_directory(),
+            "data_directory": _writable(settings.GYM_DATA_DIR),
+            **_journal_directory(),
         }
         failed = [f"{name}: {said}" for name, said in checks.items() if said != "ok"]
         if failed:
@@ -71,9 +74,16 @@ def _database() -> str:
     return "ok"
 
 
-def _data_directory() -> str:
+def _journal_directory() -> dict[str, str]:
+    journals = services.backend().journals
+    if journals is None:
+        return {}  # GYM_JOURNAL=off
+    return {"journal_directory": _writable(journals.settings.directory)}
+
+
+def _writable(folder: Path) -> str:
     try:
-        with tempfile.TemporaryFile(dir=settings.GYM_DATA_DIR):
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
         return f"not writable ({exc.strerror})"

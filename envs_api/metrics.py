@@ -153,6 +153,34 @@ class _Collector(Collector):
         for env_id, count in sorted(services.backend().census().items()):
             live.add_metric([env_id], count)
         yield live
+        journals = services.backend().journals
+        if journals is not None:
+            stats = journals.stats
+            for name, value, text in (
+                ("journal_bytes", stats.bytes, "Bytes written to episode journals"),
+                (
+                    "journal_replays",
+                    stats.replays,
+                    "Episodes replayed from a journal after a restart",
+                ),
+                (
+                    "journal_divergences",
+                    stats.divergences,
+                    "Replays that did not reproduce their journal (the env is not "
+                    "deterministic): the episode was not continued",
+                ),
+                (
+                    "journal_snapshots",
+                    stats.snapshots,
+                    "Snapshots of envs written to shorten replays",
+                ),
+                (
+                    "journal_errors",
+                    stats.errors,
+                    "Journal writes the disk refused (the instance went on unjournalled)",
+                ),
+            ):
+                yield CounterMetricFamily(f"gymsite_{name}", text, value=value)
 
 
 registry = CollectorRegistry()

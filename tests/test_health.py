@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from envs_api.runtime.backend import LocalBackend
 from gymsite.wsgi import application as served_app
 from tests.test_fastpath import call
 
@@ -34,14 +36,38 @@ def test_healthz_answers_without_credentials(api: APIClient, settings: Any) -> N
     assert (r.status_code, r.json()) == (200, {"status": "ok"})
 
 
-def test_readyz_checks_the_database_and_the_data_directory(
+def test_readyz_checks_the_database_and_the_data_and_journal_directories(
     api: APIClient, settings: Any
 ) -> None:
     r = api.get("/readyz")
     assert (r.status_code, r.json()) == (
         200,
-        {"status": "ready", "checks": {"database": "ok", "data_directory": "ok"}},
+        {
+            "status": "ready",
+            "checks": {
+                "database": "ok",
+                "data_directory": "ok",
+                "journal_directory": "ok",
+            },
+        },
     )
+
+
+def test_readyz_is_a_503_when_journals_cannot_be_written(
+    api: APIClient, cache: LocalBackend
+) -> None:
+    shutil.rmtree(cache.journals.settings.directory)
+    r = api.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["message"] == (
+        "Not ready: journal_directory: not writable (No such file or directory)"
+    )
+
+
+def test_readyz_leaves_journals_out_when_they_are_off(
+    api: APIClient, no_journal: None
+) -> None:
+    assert "journal_directory" not in api.get("/readyz").json()["checks"]
 
 
 def test_readyz_is_a_503_naming_what_is_not_ready(
@@ -109,3 +135,27 @@ def test_gym_metrics_decides_who_reads_them(
     assert r.status_code == status
     if status != 200:
         assert set(r.json()) == {"message"}
+
+
+def test_metrics_count_journal_bytes_replays_and_divergences(
+    api: APIClient, cache: LocalBackend
+) -> None:
+    from tests import journal_envs
+    from tests.conftest import create
+
+    journal_envs.register()
+    before = scrape(api)
+    steady, erratic = create(api, seed=1), create(api, "Nondeterministic-v0", seed=1)
+    for instance_id in (steady, erratic):
+        api.post(f"/v1/envs/{instance_id}/reset/")
+        api.post(f"/v1/envs/{instance_id}/step/", {"action": 0}, format="json")
+        cache.forget(instance_id)  # a crash
+        api.post(f"/v1/envs/{instance_id}/step/", {"action": 0}, format="json")
+    after = scrape(api)
+
+    assert after["gymsite_journal_bytes_total"] > before.get(
+        "gymsite_journal_bytes_total", 0
+    )
+    assert after["gymsite_journal_replays_total"] == 2
+    assert after["gymsite_journal_divergences_total"] == 1
+    assert after["gymsite_journal_errors_total"] == 0

@@ -10,6 +10,7 @@ the same bytes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
-from envs_api import maintenance, services
+from envs_api import fastpath, maintenance, services
 from envs_api.models import EnvInstance
 from envs_api.runtime import journal
 from envs_api.runtime.backend import LocalBackend
@@ -272,3 +273,113 @@ def test_a_monitor_counts_a_continued_episode_once_and_whole(
     )
     lengths = [json.loads(f.read_text())["episode_lengths"] for f in files]
     assert sorted(lengths) == [[], [steps]]  # the crashed monitor's file, and ours
+
+
+@pytest.mark.parametrize("mapped", [True, False])
+def test_with_fsync_every_answer_waits_for_the_disk(
+    api: APIClient, cache: LocalBackend, monkeypatch: pytest.MonkeyPatch, mapped: bool
+) -> None:
+    """Mapped journals sync with msync, which no Python hook sees: the count is of
+    the unmapped way (past open_files), and both must replay."""
+    cache.journals = journal.Store(
+        journal.Settings(
+            cache.journals.settings.directory,
+            fsync=True,
+            open_files=1024 if mapped else 0,
+        )
+    )
+    synced: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd)))
+    pair = Pair(api, "CartPole-v1", seed=1)
+    pair.both("reset")
+    for _ in range(3):
+        pair.both("step", {"action": 1})
+    if not mapped:  # both instances: the reset and three steps
+        assert len(synced) == 2 * (1 + 3)
+    cache.forget(pair.crashing)
+    assert pair.both("step", {"action": 0})[0] == 200
+
+
+def test_with_fsync_the_fast_path_steps_off_the_event_loop(
+    api: APIClient, settings: Any
+) -> None:
+    instance_id = create(api, "CartPole-v1", seed=1)
+    request = fastpath.Request(
+        "POST", f"/v1/envs/{instance_id}/step/", "", b'{"action": 0}', "localhost", None
+    )
+    assert not fastpath.route(request).blocking
+    settings.GYM_JOURNAL = "fsync"
+    assert fastpath.route(request).blocking
+
+
+def tear(path: Path, record: bytes) -> None:
+    """Leave ``record`` after a journal's last record, as a crash mid-write would."""
+    data = path.read_bytes()
+    with path.open("r+b") as f:
+        f.seek(len(data.rstrip(b"\0")))
+        f.write(record)
+
+
+def test_a_torn_last_record_is_cut_off_and_the_journal_goes_on(
+    api: APIClient, cache: LocalBackend
+) -> None:
+    pair = Pair(api, "CartPole-v1", seed=6)
+    pair.episode(5, lambda rng: int(rng.integers(2)), np.random.default_rng(3))
+    cache.forget(pair.crashing)
+    path = cache.journals.path(pair.crashing)
+    tear(path, b"0badf00d [1,2,3")  # a step cut off mid-write: never answered
+
+    assert pair.both("step", {"action": 0})[0] == 200
+    cache.forget(pair.crashing)  # again: the torn bytes must not spoil what followed
+    assert pair.both("step", {"action": 1})[0] == 200
+    assert b"0badf00d" not in path.read_bytes()
+    assert b"[1,2,3" not in path.read_bytes()
+
+
+def test_a_torn_snapshot_leaves_the_base_before_it(
+    api: APIClient, cache: LocalBackend
+) -> None:
+    pair = Pair(api, "CartPole-v1", seed=6)
+    pair.episode(5, lambda rng: int(rng.integers(2)), np.random.default_rng(3))
+    cache.forget(pair.crashing)
+    tear(  # a snapshot cut off mid-write: its line's newline is stored last
+        cache.journals.path(pair.crashing),
+        b'R {"episodes":1,"steps":5,"snapshot":900} \x80\x05\n7',
+    )
+
+    assert pair.both("step", {"action": 0})[0] == 200
+
+
+def test_a_journal_past_its_size_limit_starts_over_at_its_next_base(
+    api: APIClient, cache: LocalBackend
+) -> None:
+    cache.journals = journal.Store(
+        journal.Settings(cache.journals.settings.directory, compact_bytes=2000)
+    )
+    pair = Pair(api, "CartPole-v1", seed=8)
+    rng = np.random.default_rng(4)
+    path = cache.journals.path(pair.crashing)
+    inodes, sizes = set(), []
+    for _ in range(30):
+        pair.episode(40, lambda rng: int(rng.integers(2)), rng)
+        inodes.add(path.stat().st_ino)
+        sizes.append(len(path.read_bytes().rstrip(b"\0")))
+    assert max(sizes) < 2000 + 40 * 12  # started over at a reset once past 2000
+    assert len(inodes) > 1
+    cache.forget(pair.crashing)
+    assert pair.both("step", {"action": 0})[0] == 200
+
+
+def test_resets_append_to_the_journal_instead_of_rewriting_it(
+    api: APIClient, cache: LocalBackend
+) -> None:
+    instance_id = create(api, "CartPole-v1", seed=1)
+    post(api, f"/v1/envs/{instance_id}/reset/")
+    path = cache.journals.path(instance_id)
+    inode = path.stat().st_ino
+    for _ in range(3):
+        post(api, f"/v1/envs/{instance_id}/step/", {"action": 0})
+        post(api, f"/v1/envs/{instance_id}/reset/")
+    assert path.stat().st_ino == inode
+    assert path.read_bytes().count(b"\nR ") == 3

@@ -10,7 +10,6 @@ serialized and requests on different instances run side by side. A remote backen
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import pickle
 import threading
@@ -41,19 +40,9 @@ MAX_ERROR_TEXT = (
     300  # characters of an env's exception kept as an instance's last error
 )
 
-_NEVER = 2**63  # steps: more than any episode takes
-
 
 class _Diverged(Exception):
     """Replaying a journal did not reproduce what it recorded."""
-
-
-def _action_json(raw_action: Any) -> bytes:
-    """A client's action as the journal keeps it: JSON, as the client sent it."""
-    try:
-        return orjson.dumps(raw_action)
-    except TypeError:  # an integer past 64 bits (the env took it)
-        return json.dumps(raw_action, separators=(",", ":")).encode()
 
 
 # What an env raises when it is handed something it cannot use: the client's doing.
@@ -212,7 +201,6 @@ class _LocalEnv:
         self.spec = spec
         self.env = env
         self.journal = journal_
-        self.copyable = True  # until pickling the env fails once
         self.recovery: str | None = None  # why a restored episode could not go on
         self.lock = threading.Lock()
         self.closed = False
@@ -327,11 +315,17 @@ class _LocalEnv:
             "terminated": terminated,
             "truncated": truncated,
         }
-        if self.journal is not None:
-            digest = journal.fingerprint(obs, reward, terminated, truncated)
-            self._journal(lambda j: j.step(digest, _action_json(raw_action)))
-            if self.journal is not None:
-                self._snapshot_when_due(self.journal, answer)
+        kept = self.journal
+        if kept is not None:
+            try:
+                kept.step(
+                    journal.fingerprint(obs, reward, terminated, truncated), raw_action
+                )
+            except OSError as exc:
+                self._journal_lost(exc)
+            else:
+                if kept.since_base >= kept.due:
+                    self._snapshot(kept, answer)
         if render:
             self._render(answer)
         return answer
@@ -358,8 +352,13 @@ class _LocalEnv:
         try:
             write(kept)
         except OSError as exc:
+            self._journal_lost(exc)
+
+    def _journal_lost(self, exc: OSError) -> None:
+        """Stop journalling this instance: its journal could not be written."""
+        kept, self.journal = self.journal, None
+        if kept is not None:
             kept.store.stats.errors += 1
-            self.journal = None
             with contextlib.suppress(OSError):
                 kept.discard()  # never replay a stale episode
             self.last_error = f"journal not written: {exc.strerror or exc}"
@@ -371,23 +370,17 @@ class _LocalEnv:
         """The env raised: its episode is over, in the journal too."""
         self._journal(journal.Journal.failed)
 
-    def _snapshot_when_due(self, kept: journal.Journal, answer: JSONDict) -> None:
-        """Start the journal over from a copy of the env every snapshot_every steps
-        (or, for an env that cannot be copied, note once that its episode has grown
-        past what a restart replays)."""
+    def _snapshot(self, kept: journal.Journal, answer: JSONDict) -> None:
+        """Base the journal on a copy of the env (every snapshot_every steps), or,
+        for an env that cannot be copied, note that its episode has grown past what
+        a restart replays (at max_replay steps)."""
         settings = kept.store.settings
-        if self.copyable and settings.snapshot_every > 0:
-            due = settings.snapshot_every
-        else:
-            due = settings.max_replay if kept.replayable else _NEVER
-        if kept.since_base < due:
-            return
         snapshot = b""
-        if self.copyable:
+        if kept.copyable:
             try:
                 snapshot = pickle.dumps(self._base_env(), pickle.HIGHEST_PROTOCOL)
             except Exception:  # a Box2D world, a rendering window, a process...
-                self.copyable = False
+                kept.copyable = False
         header: JSONDict = {
             "episodes": self.episodes,
             "steps": self.steps,
@@ -417,8 +410,7 @@ class _LocalEnv:
         self.steps = max(self.steps, episode.steps)
         self.episodes = max(self.episodes, episode.episodes)
         if self.journal is not None:
-            self.journal.since_base = len(episode.actions)
-            self.journal.started = True
+            self._journal(lambda j: j.adopt(episode))
         if header.get("replayable") is False or (
             len(episode.actions) > self._max_replay()
         ):
@@ -446,9 +438,8 @@ class _LocalEnv:
         return "continued"
 
     def _max_replay(self) -> int:
-        return (
-            _NEVER if self.journal is None else self.journal.store.settings.max_replay
-        )
+        kept = self.journal
+        return journal.NEVER if kept is None else kept.store.settings.max_replay
 
     def _replay(self, episode: journal.Episode) -> JSONDict | None:
         """Bring the env to where the journal ends; the last step's answer, if any."""

@@ -1,37 +1,38 @@
 """Per-instance episode journals: what it takes to rebuild a live env after a crash.
 
-Each instance keeps one file, ``<instance id>.journal`` in the journal folder,
-holding its current episode only:
+Each instance keeps one append-only file, ``<instance id>.journal`` in the journal
+folder, made of records, one per line:
 
-* a header line, ``gymsite-journal 1 <JSON>``: the counters before the episode, how
-  the episode began (the reset's seed, or the state of the env's random generator
-  when the reset had no seed), the digest of the reset's observation, and the size
-  of the snapshot that follows (0: none);
-* a snapshot, when there is one: the env pickled mid-episode, so a replay starts
-  there instead of at the reset;
-* one line per step since: ``<digest> <action as JSON>``, where the digest is the
-  CRC-32 of what the step returned (observation, reward, terminated, truncated), and
-  ``!`` for a step whose env raised (the episode ended there).
+* ``R <JSON>``: a base, where a replay starts: the start of an episode (the reset's
+  seed, or the state of the env's random generator when the reset had no seed, and
+  the digest of its observation), or a snapshot of one (then the JSON gives the
+  size of the pickled env that follows the line). Either way it carries the
+  instance's counters at that point.
+* ``<digest> <action as JSON>``: a step, where the digest is the CRC-32 of what the
+  step returned (observation, reward, terminated, truncated);
+* ``!``: the env raised in a step or reset: the episode ended there.
 
-A reset writes a new file and renames it over the old one, so the file is always
-one whole episode; a step appends one line with one ``write`` before its answer
-leaves the server. A line the kernel has is kept when the server process dies in
-any way (``kill -9``, the OOM killer, a crash of the interpreter); with ``fsync``
-each write also reaches the disk before the answer, so a power loss keeps it too.
-A torn last line (the process died mid-write) belongs to a step never answered and
-is ignored.
+A replay starts at the last whole base. Every record goes to the kernel with one
+``write`` before the answer leaves the server, so it is kept whenever the server
+process dies (``kill -9``, the OOM killer, a crash of the interpreter); with
+``fsync`` each write also reaches the disk before the answer, so a power loss keeps
+it too. A torn last record (the process died mid-write) belongs to an answer never
+sent and is ignored. When a file has grown past ``compact_bytes``, the next base
+starts a new file instead (written beside it, then renamed over it).
 
-Replaying makes the env again, restores the episode's start (seed or generator
-state, or the snapshot), and steps the journalled actions, comparing each step's
-digest with the one written: a mismatch means the env is not deterministic, and
-the episode cannot be continued.
+Replaying makes the env again, restores the base (seed or generator state, or the
+snapshot), and steps the journalled actions, comparing each step's digest with the
+one written: a mismatch means the env is not deterministic, and the episode cannot
+be continued.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
+import re
 import struct
 import threading
 import zlib
@@ -40,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
-MAGIC = b"gymsite-journal 1 "
+BASE = b"R "
 SUFFIX = ".journal"
 FAILED = b"!"
 # numpy's bit generators, by name: the only classes a journal can name
@@ -56,6 +58,10 @@ _BIT_GENERATORS = {
     )
 }
 _DOUBLE = struct.Struct("<d")
+_OUTCOME = struct.Struct("<d??")  # reward, terminated, truncated
+_HEX = re.compile(rb"[0-9a-f]{8}")
+NEVER = 2**63  # steps: more than any episode takes
+_FIRST_CAPACITY = 16 * 1024  # bytes a journal file starts with (sparse: zeros)
 
 
 class JournalError(Exception):
@@ -70,7 +76,8 @@ class Settings:
     fsync: bool = False  # also reach the disk before each answer
     snapshot_every: int = 1000  # steps between snapshots of a copyable env (0: never)
     max_replay: int = 10_000  # steps replayed at most after a crash
-    open_files: int = 1024  # journals kept open at once; more reopen on each write
+    open_files: int = 1024  # journals mapped at once; more write with pwrite
+    compact_bytes: int = 1 << 20  # a file past this starts over at its next base
 
 
 @dataclass
@@ -83,9 +90,6 @@ class Stats:
     snapshots: int = 0
     errors: int = 0  # journal writes that failed (the disk is full, say)
 
-    def wrote(self, count: int) -> None:
-        self.bytes += count  # an int add under the GIL: a lost update at worst
-
 
 @dataclass
 class Episode:
@@ -96,6 +100,7 @@ class Episode:
     digests: list[int]  # one per step since the snapshot (or the reset)
     actions: list[bytes]  # the same steps' actions, as JSON
     failed: bool  # the last step's env raised: the episode is over
+    length: int = 0  # bytes of whole records in the file (a torn tail follows)
 
     @property
     def steps(self) -> int:
@@ -111,15 +116,16 @@ def fingerprint(
     obs: Any, reward: float = 0.0, terminated: bool = False, truncated: bool = False
 ) -> int:
     """The CRC-32 of a step's outcome: equal outcomes, equal digests."""
-    crc = _feed(obs, 0)
-    crc = zlib.crc32(_DOUBLE.pack(float(reward)), crc)
-    return zlib.crc32(b"TF"[not terminated :][:1] + b"TF"[not truncated :][:1], crc)
+    outcome = _OUTCOME.pack(reward, terminated, truncated)
+    if type(obs) is np.ndarray:  # the common case, in one call
+        return zlib.crc32(outcome, zlib.crc32(obs.tobytes()))
+    return zlib.crc32(outcome, _feed(obs, 0))
 
 
 def _feed(value: Any, crc: int) -> int:
     """Fold an observation of any space into ``crc``."""
     if isinstance(value, np.ndarray):
-        return zlib.crc32(np.ascontiguousarray(value).tobytes(), crc)
+        return zlib.crc32(value.tobytes(), crc)
     if isinstance(value, (bool, int, np.integer, np.bool_)):
         return zlib.crc32(b"%d;" % int(value), crc)
     if isinstance(value, (float, np.floating)):
@@ -158,78 +164,186 @@ def generator_from(state: dict[str, Any]) -> np.random.Generator:
 
 
 class Journal:
-    """The journal of one live instance: append its steps, start its episodes."""
+    """The journal of one live instance: start its episodes, append its steps.
+
+    Records are copied into a shared memory map of the file (no system call per
+    step): the pages belong to the kernel's page cache, so they outlive the process
+    exactly as a ``write`` would. The file is kept longer than its records (zeros
+    follow them, which readers take as the end) and doubled when full. Each
+    record's final newline is stored last, so a record cut off by a crash has none
+    and is ignored. Past ``open_files`` mapped journals, records are written with
+    ``pwrite`` instead.
+    """
 
     def __init__(self, store: Store, instance_id: str) -> None:
         self.store = store
         self.path = store.path(instance_id)
-        self._fd: int | None = None
-        self.since_base = 0  # steps written since the header (reset or snapshot)
-        self.replayable = True  # False once the episode outgrew max_replay uncopied
+        self._map: mmap.mmap | None = None
+        self.size = 0  # bytes of records in the file
+        self.since_base = 0  # steps written since the last base
+        self._copyable = True  # until pickling the env fails once
+        self._replayable = True  # False once an episode outgrew max_replay uncopied
+        self.due = 0  # since_base at which the backend writes the next base
+        self._plan()
         self.started = False  # the file exists: an episode began (or was recovered)
 
+    @property
+    def copyable(self) -> bool:
+        """Whether the env can be copied into a snapshot (until it fails once)."""
+        return self._copyable
+
+    @copyable.setter
+    def copyable(self, value: bool) -> None:
+        self._copyable = value
+        self._plan()
+
+    @property
+    def replayable(self) -> bool:
+        """False once the episode has outgrown max_replay with no snapshot."""
+        return self._replayable
+
+    @replayable.setter
+    def replayable(self, value: bool) -> None:
+        self._replayable = value
+        self._plan()
+
+    def _plan(self) -> None:
+        settings = self.store.settings
+        if self._copyable and settings.snapshot_every > 0:
+            self.due = settings.snapshot_every
+        else:
+            self.due = settings.max_replay if self._replayable else NEVER
+
     def begin(self, header: dict[str, Any], snapshot: bytes = b"") -> None:
-        """Start the file over: a new episode (or a snapshot of this one)."""
+        """Write a base: a new episode, or a snapshot of this one."""
         header = {**header, "snapshot": len(snapshot)}
-        data = MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n"
-        partial = self.path.with_name(self.path.name + ".tmp")
+        line = BASE + json.dumps(header, separators=(",", ":")).encode()
+        # the newline, stored last, ends the line: the snapshot is written before it
+        if self.started and self.size < self.store.settings.compact_bytes:
+            self._append(line + b" " + snapshot, len(line))
+        else:
+            self._start_over(line + b"\n" + snapshot)
+        self.since_base = 0
+        self.replayable = header.get("replayable") is not False  # a new episode: yes
+
+    def step(self, digest: int, action: Any) -> None:
+        """Append one step: its outcome's digest and the client's action (JSON)."""
+        try:
+            text = orjson.dumps(action)
+        except TypeError:  # an integer past 64 bits (the env took it)
+            text = json.dumps(action, separators=(",", ":")).encode()
+        record = b"%08x %s " % (digest, text)
+        self._append(record, len(record) - 1)
+        self.since_base += 1
+
+    def failed(self) -> None:
+        """Append that the env raised: the episode ended there."""
+        self._append(FAILED + b" ", 1)
+
+    def _start_over(self, data: bytes) -> None:
+        """A new file holding only ``data``, renamed over the old one."""
         self.close()
+        partial = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(
             partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600
         )
         try:
-            _write_all(fd, data + snapshot)
+            _write_all(fd, data)
+            os.ftruncate(fd, _capacity(len(data)))
             if self.store.settings.fsync:
                 os.fdatasync(fd)
         finally:
             os.close(fd)
         os.replace(partial, self.path)
-        self.store.stats.wrote(len(data) + len(snapshot))
-        self.since_base = 0
+        if self.store.settings.fsync:  # the rename itself reaches the disk
+            folder = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        self.store.stats.bytes += len(data)
+        self.size = len(data)
         self.started = True
 
-    def step(self, digest: int, action: bytes) -> None:
-        """Append one step (``action`` is its JSON)."""
-        self._append(b"%08x %s\n" % (digest, action))
-        self.since_base += 1
-
-    def failed(self) -> None:
-        """Append that the env raised: the episode ended there."""
-        self._append(FAILED + b"\n")
-
-    def _append(self, line: bytes) -> None:
+    def _append(self, record: bytes, newline: int) -> None:
+        """Store ``record`` at the end, with a newline at offset ``newline`` of it
+        (a blank there until then), the newline last."""
         if not self.started:  # no episode yet: nothing to add to
             return
-        fd = self._fd
-        if fd is None:
-            fd = self.store.open(self.path)
-            if fd is None:  # too many open: open for this write only
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-                try:
-                    self._write(fd, line)
-                finally:
-                    os.close(fd)
-                return
-            self._fd = fd
-        self._write(fd, line)
+        start, end = self.size, self.size + len(record)
+        cut = start + newline
+        mapped = self._map
+        if mapped is None or end > len(mapped):
+            mapped = self._mapping(end)
+        if mapped is None:  # too many journals mapped: write this one directly
+            fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.pwrite(fd, record, start)
+                os.pwrite(fd, b"\n", cut)
+                if self.store.settings.fsync:
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        else:
+            mapped[start:end] = record
+            mapped[cut] = 10  # b"\n": now the record is whole
+            if self.store.settings.fsync:
+                page = start - start % mmap.PAGESIZE
+                mapped.flush(page, end - page)
+        self.size = end
+        self.store.stats.bytes += len(record)  # an int add under the GIL
 
-    def _write(self, fd: int, line: bytes) -> None:
-        _write_all(fd, line)
-        if self.store.settings.fsync:
-            os.fdatasync(fd)
-        self.store.stats.wrote(len(line))
+    def _mapping(self, end: int) -> mmap.mmap | None:
+        """The file mapped with room for ``end`` bytes (grown if need be), or None
+        when the store has no room for another mapping."""
+        if self._map is None and not self.store.claim():
+            return None
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            length = os.fstat(fd).st_size
+            if length < end:
+                length = _capacity(end)
+                os.ftruncate(fd, length)
+            self._map = mmap.mmap(fd, length)
+        except BaseException:
+            self.store.unclaim()
+            raise
+        finally:
+            os.close(fd)  # the map keeps the file
+        return self._map
+
+    def adopt(self, episode: Episode) -> None:
+        """Go on appending to the file a crashed server left, after its last whole
+        record: what follows it (a torn record) is zeroed, so that new records
+        never run into it."""
+        self.close()
+        length = max(self.path.stat().st_size, _capacity(episode.length))
+        os.truncate(self.path, episode.length)
+        os.truncate(self.path, length)
+        self.size = episode.length
+        self.since_base = len(episode.actions)
+        self.started = True
 
     def close(self) -> None:
-        """Close the file (it stays: a restart replays it)."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            self.store.release(fd)
+        """Unmap the file (it stays: a restart replays it)."""
+        mapped, self._map = self._map, None
+        if mapped is not None:
+            mapped.close()
+            self.store.unclaim()
 
     def discard(self) -> None:
         """Close and remove the file: the instance is gone."""
         self.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+def _capacity(size: int) -> int:
+    """The file length to map for ``size`` bytes of records: room to grow."""
+    return max(_FIRST_CAPACITY, 1 << (2 * size - 1).bit_length())
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -254,23 +368,17 @@ class Store:
     def journal(self, instance_id: str) -> Journal:
         return Journal(self, instance_id)
 
-    def open(self, path: Path) -> int | None:
-        """An appending descriptor for ``path``, or None when too many are open."""
+    def claim(self) -> bool:
+        """Count one more mapped journal, unless open_files are already."""
         with self._lock:
             if self._open >= self.settings.open_files:
-                return None
+                return False
             self._open += 1
-        try:
-            return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        except BaseException:
-            with self._lock:
-                self._open -= 1
-            raise
+            return True
 
-    def release(self, fd: int) -> None:
+    def unclaim(self) -> None:
         with self._lock:
             self._open -= 1
-        os.close(fd)
 
     def read(self, instance_id: str) -> Episode | None:
         """The instance's journal, or None when it has none."""
@@ -301,36 +409,44 @@ class Store:
 
 
 def parse(data: bytes) -> Episode:
-    """Read a journal file's bytes."""
-    if not data.startswith(MAGIC):
-        raise JournalError("not a gymsite journal")
-    end = data.find(b"\n")
-    if end < 0:
-        raise JournalError("the header is cut short")
-    try:
-        header = json.loads(data[len(MAGIC) : end])
-        size = int(header["snapshot"])
-        int(header["steps"]), int(header["episodes"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise JournalError(f"a bad header: {exc}") from None
-    start = end + 1
-    snapshot = data[start : start + size]
-    if len(snapshot) != size:
-        raise JournalError("the snapshot is cut short")
-    lines = data[start + size :].split(b"\n")
-    lines.pop()  # b"" after the last newline, or a torn line never answered
+    """Read a journal file's bytes: the episode from its last whole base on.
+
+    Records end at the first one that is not whole and well formed: the writer
+    stores a record's newline last, so only the last record can be torn, and
+    what a torn one holds (a snapshot's bytes, say) may look like anything.
+    """
+    base: tuple[dict[str, Any], bytes] | None = None
     digests: list[int] = []
     actions: list[bytes] = []
     failed = False
-    for line in lines:
-        if line == FAILED:
+    size, at, whole = len(data), 0, 0
+    while at < size and data[at] != 0:  # zeros follow the records
+        end = data.find(b"\n", at)
+        if end < 0:
+            break
+        line = data[at:end]
+        at = end + 1
+        if line.startswith(BASE):
+            try:
+                header = json.loads(line[len(BASE) :])
+                length = int(header["snapshot"])
+                int(header["steps"]), int(header["episodes"])
+            except (ValueError, KeyError, TypeError):
+                break
+            if at + length > size:
+                break
+            base = (header, data[at : at + length])
+            at += length
+            digests, actions, failed = [], [], False
+        elif line == FAILED:
             failed = True
-            continue
-        digest, _, action = line.partition(b" ")
-        try:
-            digests.append(int(digest, 16))
-        except ValueError:
-            raise JournalError(f"a bad step line {line[:40]!r}") from None
-        actions.append(action)
-        failed = False
-    return Episode(header, snapshot, digests, actions, failed)
+        elif base is not None and line[8:9] == b" " and _HEX.fullmatch(line[:8]):
+            digests.append(int(line[:8], 16))
+            actions.append(line[9:])
+            failed = False
+        else:
+            break
+        whole = at
+    if base is None:
+        raise JournalError("no whole base record: not a gymsite journal")
+    return Episode(base[0], base[1], digests, actions, failed, whole)
