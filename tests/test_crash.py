@@ -40,6 +40,7 @@ ENVS = {  # env id -> seeded action of its space
     "Taxi-v4": lambda rng: int(rng.integers(6)),
     "Acrobot-v1": lambda rng: int(rng.integers(3)),
     "Blackjack-v1": lambda rng: int(rng.integers(2)),
+    "LunarLander-v3": lambda rng: int(rng.integers(4)),  # Box2D: replayed, not copied
 }
 CUT_OFF = (ConnectionError, http.client.HTTPException, TimeoutError, OSError)
 

@@ -248,7 +248,7 @@ class _LocalEnv:
                 steps=self.steps,
                 digest=journal.fingerprint(obs),
             )
-            self._journal(lambda j: j.begin(start))
+            self._journal(lambda j: self._journal_reset(j, start))
         return {
             "observation": self.encode_observation(obs),
             "info": spaces.json_safe(info),
@@ -366,6 +366,18 @@ class _LocalEnv:
             self.changed = True
             log.error("instance %s: %s", self.spec.instance_id, self.last_error)
 
+    @staticmethod
+    def _journal_reset(kept: journal.Journal, start: JSONDict) -> None:
+        """Journal a reset: after the base, so that a replay goes through every
+        episode since (an env may carry state from one episode to the next, as
+        BipedalWalker's Box2D world does); as a new base only when the journal
+        has none, when an env that cannot be copied has used half of the replay
+        cap since its base, or when an episode outgrew the cap."""
+        if not kept.started or not kept.replayable or kept.since_base >= kept.rebase_at:
+            kept.begin(start)
+        else:
+            kept.reset(start)
+
     def _journal_failure(self) -> None:
         """The env raised: its episode is over, in the journal too."""
         self._journal(journal.Journal.failed)
@@ -412,7 +424,7 @@ class _LocalEnv:
         if self.journal is not None:
             self._journal(lambda j: j.adopt(episode))
         if header.get("replayable") is False or (
-            len(episode.actions) > self._max_replay()
+            episode.steps_since_base > self._max_replay()
         ):
             self.recovery = (
                 "its episode had grown past the steps a restart replays "
@@ -432,7 +444,6 @@ class _LocalEnv:
             log.warning("instance %s: %s", self.spec.instance_id, self.recovery)
             return "diverged"
         self.next_seed = None  # the env's generator stands where it stood
-        self.needs_reset = episode.failed
         if answer is not None:
             self.answered_seq, self.answered = self.steps, answer
         return "continued"
@@ -445,6 +456,8 @@ class _LocalEnv:
         """Bring the env to where the journal ends; the last step's answer, if any."""
         header = episode.header
         answer: JSONDict | None = header.get("answer")
+        steps = episode.steps_since_base
+        number = 0
         try:
             if episode.snapshot:
                 copy = pickle.loads(episode.snapshot)  # our own file, in a 0700 folder
@@ -453,43 +466,50 @@ class _LocalEnv:
                 self.episode_steps = int(header.get("episode_steps", 0))
                 self.episode_return = float(header.get("episode_return", 0.0))
                 self.episode_done = bool(answer and answer.get("done"))
+                self.needs_reset = False
             else:
-                if header.get("rng") is not None:
-                    self.env.unwrapped.np_random = journal.generator_from(header["rng"])
-                obs, _ = self.env.reset(seed=header.get("seed"))
-                if journal.fingerprint(obs) != header.get("digest"):
-                    raise _Diverged("the first observation differs")
-                self.episode_steps, self.episode_return = 0, 0.0
-            for number, (digest, action) in enumerate(
-                zip(episode.digests, episode.actions, strict=True), 1
-            ):
-                raw = orjson.loads(action)
-                obs, reward, terminated, truncated, info = self.env.step(
-                    self.decode_action(raw)
-                )
-                reward, terminated, truncated = (
-                    float(reward),
-                    bool(terminated),
-                    bool(truncated),
-                )
-                if journal.fingerprint(obs, reward, terminated, truncated) != digest:
-                    raise _Diverged(f"step {number} of {len(episode.actions)} differs")
-                self.episode_steps += 1
-                self.episode_return += reward
-                self.episode_done = terminated or truncated
-                answer = {
-                    "observation": self.encode_observation(obs),
-                    "reward": spaces.finite(reward),
-                    "done": terminated or truncated,
-                    "info": spaces.json_safe(info),
-                    "terminated": terminated,
-                    "truncated": truncated,
-                }
+                self._replay_reset(header, "the first observation differs")
+            for record in episode.records:
+                if record is None:  # the env raised: its episode ended there
+                    self.needs_reset = True
+                elif isinstance(record, dict):
+                    self._replay_reset(record, f"the reset after step {number} differs")
+                else:
+                    number += 1
+                    answer = self._replay_step(*record, f"step {number} of {steps}")
         except _Diverged:
             raise
         except (Exception, SystemExit) as exc:
             raise _Diverged(f"{type(exc).__name__}: {exc}") from None
         return answer
+
+    def _replay_reset(self, start: JSONDict, differs: str) -> None:
+        if start.get("rng") is not None:
+            self.env.unwrapped.np_random = journal.generator_from(start["rng"])
+        obs, _ = self.env.reset(seed=start.get("seed"))
+        if journal.fingerprint(obs) != start.get("digest"):
+            raise _Diverged(differs)
+        self.episode_steps, self.episode_return = 0, 0.0
+        self.episode_done = self.needs_reset = False
+
+    def _replay_step(self, digest: int, action: bytes, which: str) -> JSONDict:
+        obs, reward, terminated, truncated, info = self.env.step(
+            self.decode_action(orjson.loads(action))
+        )
+        reward, terminated, truncated = float(reward), bool(terminated), bool(truncated)
+        if journal.fingerprint(obs, reward, terminated, truncated) != digest:
+            raise _Diverged(f"{which} differs")
+        self.episode_steps += 1
+        self.episode_return += reward
+        self.episode_done = terminated or truncated
+        return {
+            "observation": self.encode_observation(obs),
+            "reward": spaces.finite(reward),
+            "done": self.episode_done,
+            "info": spaces.json_safe(info),
+            "terminated": terminated,
+            "truncated": truncated,
+        }
 
     def _render(self, answer: JSONDict) -> None:
         """Render after a step; a failure is noted, never raised: the step happened."""

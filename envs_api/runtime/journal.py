@@ -44,6 +44,7 @@ import numpy as np
 import orjson
 
 BASE = b"R "
+RESET = b"E "
 SUFFIX = ".journal"
 FAILED = b"!"
 # numpy's bit generators, by name: the only classes a journal can name
@@ -93,23 +94,40 @@ class Stats:
 
 @dataclass
 class Episode:
-    """A journal read back: how to rebuild the instance's current episode."""
+    """A journal read back: how to rebuild the instance where it stood."""
 
-    header: dict[str, Any]
-    snapshot: bytes  # b"" when the replay starts at the reset
-    digests: list[int]  # one per step since the snapshot (or the reset)
-    actions: list[bytes]  # the same steps' actions, as JSON
-    failed: bool  # the last step's env raised: the episode is over
+    header: dict[str, Any]  # the base's
+    snapshot: bytes  # b"" when the replay starts with a fresh env and a reset
+    # after the base, in order: (digest, action JSON) for a step, a dict (the
+    # header) for a reset, None for a step or reset whose env raised
+    records: list[tuple[int, bytes] | dict[str, Any] | None]
     length: int = 0  # bytes of whole records in the file (a torn tail follows)
 
     @property
+    def last_start(self) -> dict[str, Any]:
+        """The header of the last reset (or of the base)."""
+        for record in reversed(self.records):
+            if isinstance(record, dict):
+                return record
+        return self.header
+
+    @property
     def steps(self) -> int:
-        """The instance's steps: before this episode, to the snapshot, and since."""
-        return int(self.header["steps"]) + len(self.actions)
+        """The instance's steps: to the last reset (or base), and since."""
+        since = 0
+        for record in reversed(self.records):
+            if isinstance(record, dict):
+                break
+            since += isinstance(record, tuple)
+        return int(self.last_start["steps"]) + since
 
     @property
     def episodes(self) -> int:
-        return int(self.header["episodes"])
+        return int(self.last_start["episodes"])
+
+    @property
+    def steps_since_base(self) -> int:
+        return sum(isinstance(record, tuple) for record in self.records)
 
 
 def fingerprint(
@@ -183,7 +201,8 @@ class Journal:
         self.since_base = 0  # steps written since the last base
         self._copyable = True  # until pickling the env fails once
         self._replayable = True  # False once an episode outgrew max_replay uncopied
-        self.due = 0  # since_base at which the backend writes the next base
+        self.due = 0  # since_base at which a step writes the next base
+        self.rebase_at = 0  # since_base from which a reset writes one
         self._plan()
         self.started = False  # the file exists: an episode began (or was recovered)
 
@@ -213,6 +232,10 @@ class Journal:
             self.due = settings.snapshot_every
         else:
             self.due = settings.max_replay if self._replayable else NEVER
+        # a reset starts a new base once half the replay cap is used (snapshots
+        # keep a copyable env below it): only an episode longer than that can
+        # outgrow the cap
+        self.rebase_at = settings.max_replay // 2
 
     def begin(self, header: dict[str, Any], snapshot: bytes = b"") -> None:
         """Write a base: a new episode, or a snapshot of this one."""
@@ -225,6 +248,11 @@ class Journal:
             self._start_over(line + b"\n" + snapshot)
         self.since_base = 0
         self.replayable = header.get("replayable") is not False  # a new episode: yes
+
+    def reset(self, header: dict[str, Any]) -> None:
+        """Append a reset (a new episode) after the base."""
+        record = RESET + json.dumps(header, separators=(",", ":")).encode() + b" "
+        self._append(record, len(record) - 1)
 
     def step(self, digest: int, action: Any) -> None:
         """Append one step: its outcome's digest and the client's action (JSON)."""
@@ -324,7 +352,7 @@ class Journal:
         os.truncate(self.path, episode.length)
         os.truncate(self.path, length)
         self.size = episode.length
-        self.since_base = len(episode.actions)
+        self.since_base = episode.steps_since_base
         self.started = True
 
     def close(self) -> None:
@@ -416,9 +444,7 @@ def parse(data: bytes) -> Episode:
     what a torn one holds (a snapshot's bytes, say) may look like anything.
     """
     base: tuple[dict[str, Any], bytes] | None = None
-    digests: list[int] = []
-    actions: list[bytes] = []
-    failed = False
+    records: list[tuple[int, bytes] | dict[str, Any] | None] = []
     size, at, whole = len(data), 0, 0
     while at < size and data[at] != 0:  # zeros follow the records
         end = data.find(b"\n", at)
@@ -437,16 +463,23 @@ def parse(data: bytes) -> Episode:
                 break
             base = (header, data[at : at + length])
             at += length
-            digests, actions, failed = [], [], False
+            records = []
+        elif base is None:
+            break
         elif line == FAILED:
-            failed = True
-        elif base is not None and line[8:9] == b" " and _HEX.fullmatch(line[:8]):
-            digests.append(int(line[:8], 16))
-            actions.append(line[9:])
-            failed = False
+            records.append(None)
+        elif line[8:9] == b" " and _HEX.fullmatch(line[:8]):
+            records.append((int(line[:8], 16), line[9:]))
+        elif line.startswith(RESET):
+            try:
+                start = json.loads(line[len(RESET) :])
+                int(start["steps"]), int(start["episodes"])
+            except (ValueError, KeyError, TypeError):
+                break
+            records.append(start)
         else:
             break
         whole = at
     if base is None:
         raise JournalError("no whole base record: not a gymsite journal")
-    return Episode(base[0], base[1], digests, actions, failed, whole)
+    return Episode(base[0], base[1], records, whole)
