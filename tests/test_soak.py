@@ -1,5 +1,6 @@
 """A bounded soak: many create/step/close cycles from several threads against a real
-server, then nothing leaked: no instance, no file descriptor, no memory growth."""
+server, then nothing leaked: no instance, no file descriptor, no memory mapping, no
+journal file, no memory growth."""
 
 from __future__ import annotations
 
@@ -44,6 +45,11 @@ def cycles(port: int, count: int) -> int:
     return steps
 
 
+def journal_maps(pid: int) -> int:
+    """Memory maps of journal files a process holds."""
+    return Path(f"/proc/{pid}/maps").read_text().count(".journal")
+
+
 def usage(pid: int) -> tuple[int, float]:
     """Open file descriptors and resident memory (MiB) of a process."""
     fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
@@ -79,6 +85,10 @@ def test_many_cycles_leak_no_instance_descriptor_or_memory(
         assert status == 200
         assert "gymsite_live_instances{" not in text.decode()
         assert fds_after <= fds_before + 2, (fds_before, fds_after)
+        assert journal_maps(server.proc.pid) == 0
+        journals = Path(env["GYM_DATA_DIR"]) / "journal"
+        assert journals.is_dir()
+        assert list(journals.iterdir()) == []
         assert rss_after <= rss_before + 8, (rss_before, rss_after)
     finally:
         assert server.stop() == 0
