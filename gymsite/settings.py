@@ -134,8 +134,9 @@ GYM_FLUSH_INTERVAL = env_float("GYM_FLUSH_INTERVAL", 2.0)
 GYM_JOURNAL = (os.getenv("GYM_JOURNAL") or "on").strip().lower()
 if GYM_JOURNAL not in ("on", "fsync", "off"):
     raise ImproperlyConfigured(f"GYM_JOURNAL={GYM_JOURNAL!r}: use on, fsync or off")
-# Steps between snapshots of an env that can be copied (pickled); 0: never.
-GYM_JOURNAL_SNAPSHOT_EVERY = env_int("GYM_JOURNAL_SNAPSHOT_EVERY", 1000, minimum=0)
+# Steps of one episode between snapshots of an env that can be copied (pickled);
+# 0: never. Shorter episodes never need one: a reset starts a new replay base.
+GYM_JOURNAL_SNAPSHOT_EVERY = env_int("GYM_JOURNAL_SNAPSHOT_EVERY", 5000, minimum=0)
 # At most this many steps are replayed after a restart; a longer episode of an env
 # that cannot be copied is not continued.
 GYM_JOURNAL_MAX_REPLAY = env_int("GYM_JOURNAL_MAX_REPLAY", 10000, minimum=0)
@@ -159,7 +160,8 @@ GYM_IDLE_TIMEOUT = env_float("GYM_IDLE_TIMEOUT", 3600.0)
 # never an id that names a module to import (pkg.mod:Env): list those explicitly.
 GYM_ALLOWED_ENVS = env_list("GYM_ALLOWED_ENVS", ["*"])
 # Glob patterns of env ids whose envs run each in a process of their own, so that one
-# that hangs or crashes the interpreter takes only its instance down (~25 us a step).
+# that hangs or crashes the interpreter takes only its instance down (costs ~0.25 ms
+# a step: bench/isolation.py).
 GYM_ISOLATED_ENVS = env_list("GYM_ISOLATED_ENVS", [])
 # Seconds an isolated env may take for one call (make, reset, step, render, close)
 # before its process is stopped (0: no limit).

@@ -393,11 +393,13 @@ def test_resets_are_records_after_the_base_so_replays_cross_episodes(
     assert path.read_bytes().count(b"R ") == 1
 
 
-def test_an_uncopyable_env_is_rebased_at_a_reset_once_half_the_cap_is_used(
+def test_without_snapshots_a_reset_starts_a_new_base_once_half_the_cap_is_used(
     api: APIClient, cache: LocalBackend
 ) -> None:
     cache.journals = journal.Store(
-        journal.Settings(cache.journals.settings.directory, max_replay=10)
+        journal.Settings(
+            cache.journals.settings.directory, max_replay=10, snapshot_every=0
+        )
     )
     pair = Pair(api, "Uncopyable-v0", seed=5)
     rng = np.random.default_rng(6)
@@ -408,3 +410,23 @@ def test_an_uncopyable_env_is_rebased_at_a_reset_once_half_the_cap_is_used(
     assert (episode.header["episodes"], episode.steps_since_base) == (3, 8)
     cache.forget(pair.crashing)
     assert pair.both("step", {"action": 1})[0] == 200
+
+
+def test_short_episodes_never_snapshot_the_env(
+    api: APIClient, cache: LocalBackend
+) -> None:
+    """Pickling slows an env down for good (CPython 3.11 gives each object a real
+    __dict__): a reset starts a new base long before a snapshot is due."""
+    cache.journals = journal.Store(
+        journal.Settings(cache.journals.settings.directory, snapshot_every=40)
+    )
+    pair = Pair(api, "CartPole-v1", seed=9)
+    rng = np.random.default_rng(5)
+    for _ in range(12):
+        pair.episode(15, lambda rng: int(rng.integers(2)), rng)
+    assert cache.journals.stats.snapshots == 0
+    episode = cache.journals.read(pair.crashing)
+    assert episode is not None
+    assert episode.steps_since_base < 20 + 15
+    cache.forget(pair.crashing)
+    assert pair.both("step", {"action": 1})[0] in (200, 400)

@@ -318,9 +318,7 @@ class _LocalEnv:
         kept = self.journal
         if kept is not None:
             try:
-                kept.step(
-                    journal.fingerprint(obs, reward, terminated, truncated), raw_action
-                )
+                kept.step(raw_action, obs, reward, terminated, truncated)
             except OSError as exc:
                 self._journal_lost(exc)
             else:
@@ -388,7 +386,7 @@ class _LocalEnv:
         a restart replays (at max_replay steps)."""
         settings = kept.store.settings
         snapshot = b""
-        if kept.copyable:
+        if kept.copyable and settings.snapshot_every > 0:
             try:
                 snapshot = pickle.dumps(self._base_env(), pickle.HIGHEST_PROTOCOL)
             except Exception:  # a Box2D world, a rendering window, a process...
@@ -625,7 +623,7 @@ class LocalBackend:
         self._lock = threading.Lock()  # guards _envs; each env has its own lock
 
     def open(self, spec: Spec) -> Spaces:
-        env = envids.make(spec.env_id, dict(spec.make_kwargs))
+        env = envids.make(spec.env_id, dict(spec.make_kwargs), envids.isolation_policy)
         journals = self.journals
         kept = None if journals is None else journals.journal(spec.instance_id)
         live = _LocalEnv(spec, env, self.clock(), kept)
