@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import builtins
+import ctypes
 import sys
+import time
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 
+class EnvBug(Exception):
+    """An exception type of the env's own (not a builtin one)."""
+
+
 class FaultyEnv(gym.Env[np.ndarray, int]):
-    """A counter env whose ``fail_in`` method raises ``error`` after ``after`` calls."""
+    """A counter env whose ``fail_in`` method fails after ``after`` calls: it raises
+    ``error`` (a builtin exception's name, "EnvBug" or "SystemExit"), or with "hang"
+    never returns, or with "segfault" crashes the interpreter (isolated envs only)."""
 
     metadata = {"render_modes": ["rgb_array"]}
 
@@ -31,7 +40,12 @@ class FaultyEnv(gym.Env[np.ndarray, int]):
         if self.calls > self.after:
             if self.error == "SystemExit":
                 sys.exit(3)
-            raise RuntimeError(f"boom in {where} (call {self.calls})")
+            if self.error == "hang":
+                time.sleep(3600)
+            if self.error == "segfault":
+                ctypes.string_at(0)  # reads address 0: SIGSEGV, as a C extension's bug
+            error = EnvBug if self.error == "EnvBug" else getattr(builtins, self.error)
+            raise error(f"boom in {where} (call {self.calls})")
 
     def reset(self, *, seed: int | None = None, options: Any = None) -> Any:
         super().reset(seed=seed)
@@ -58,6 +72,11 @@ FAULTY = {
     "FaultyExit-v0": {"fail_in": "step", "error": "SystemExit", "after": 1},
     "FaultyClose-v0": {"fail_in": "close"},
     "FaultyRender-v0": {"fail_in": "render"},
+    "FaultyValue-v0": {"fail_in": "step", "error": "ValueError", "after": 1},
+    "FaultyBug-v0": {"fail_in": "step", "error": "EnvBug", "after": 1},
+    # only ever isolated (GYM_ISOLATED_ENVS): in process they would hang or kill pytest
+    "FaultyHang-v0": {"fail_in": "step", "error": "hang", "after": 1},
+    "FaultyCrash-v0": {"fail_in": "step", "error": "segfault", "after": 1},
 }
 
 

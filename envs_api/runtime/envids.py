@@ -6,22 +6,26 @@ A raw client string never reaches ``gym.make``: ids that would import a module
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
 from gymnasium import error as gym_error
 from gymnasium.envs.registration import (
     ENV_ID_RE,
+    EnvSpec,
     find_highest_version,
     get_env_id,
     parse_env_id,
 )
 
-from envs_api.runtime.errors import UsageError
+from envs_api.runtime.errors import EnvFailure, UsageError
+from envs_api.runtime.isolation import DEFAULT_TIMEOUT, EnvProcessFailed, IsolatedEnv
 
 # Retired ids that old clients and their examples hard-code -> the current id of the
 # same task. Used only when the old id is no longer registered.
@@ -48,6 +52,29 @@ ALWAYS_ALLOWED_KWARGS = frozenset({"render_mode", "max_episode_steps"})
 
 # A server has no display: "human" rendering would open a window on it.
 SERVER_RENDER_MODES = frozenset({"rgb_array", "rgb_array_list", "ansi", "ansi_list"})
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """Which env ids run in a process of their own (GYM_ISOLATED_ENVS: glob patterns)
+    and how long each call to one may take (GYM_ISOLATION_TIMEOUT, seconds; 0: no
+    limit). See runtime/isolation.py."""
+
+    patterns: tuple[str, ...] = ()
+    timeout: float = DEFAULT_TIMEOUT
+
+    def covers(self, env_id: str) -> bool:
+        return isolated(env_id, self.patterns)
+
+
+# The server's Isolation, set from its settings when the app starts (and again when a
+# test overrides them): envs_api/signals.py.
+isolation_policy = Isolation()
+
+
+def isolated(env_id: str, patterns: Sequence[str]) -> bool:
+    """Whether a (resolved) env id matches one of the GYM_ISOLATED_ENVS patterns."""
+    return any(fnmatchcase(env_id, pattern) for pattern in patterns)
 
 
 @dataclass(frozen=True)
@@ -131,12 +158,18 @@ def _resolve_registered(env_id: str, aliases: bool) -> Resolved:
     raise UsageError(f"Error creating environment with ID {env_id}: not registered")
 
 
-def make(env_id: str, kwargs: dict[str, Any]) -> gym.Env[Any, Any]:
+def make(
+    env_id: str, kwargs: dict[str, Any], isolation: Isolation | None = None
+) -> gym.Env[Any, Any]:
     """Make a registered env, turning every creation failure into a UsageError.
 
     With a ``render_mode``, the env's renderer is tried at once (``check_renderer``),
-    so an instance that could never render is refused rather than created.
+    so an instance that could never render is refused rather than created. When
+    ``isolation`` covers the id, the env is made (all the same) in a process of its
+    own and an ``IsolatedEnv`` stands for it here.
     """
+    if isolation is not None and isolation.covers(env_id):
+        return _make_isolated(env_id, kwargs, isolation.timeout)
     render_mode = kwargs.get("render_mode")
     if ":" in env_id:  # allowlisted by the operator: importing the module registers it
         env = _make(env_id, env_id, kwargs)
@@ -162,6 +195,33 @@ def make(env_id: str, kwargs: dict[str, Any]) -> gym.Env[Any, Any]:
             env.close()
             raise
     return env
+
+
+def _make_isolated(
+    env_id: str, kwargs: dict[str, Any], timeout: float
+) -> gym.Env[Any, Any]:
+    # Ids registered at run time (tests, plugins) are unknown to a new process: the
+    # registration goes along when it can be pickled.
+    spec = gym.registry.get(env_id)
+    try:
+        pickle.dumps(spec)
+    except Exception:  # e.g. a lambda as entry point
+        spec = None
+    try:
+        return IsolatedEnv(partial(_make_in_child, env_id, kwargs, spec), timeout)
+    except EnvProcessFailed as exc:
+        raise EnvFailure(
+            f"Error creating environment with ID {env_id}: {exc}"
+        ) from None
+
+
+def _make_in_child(
+    env_id: str, kwargs: dict[str, Any], spec: EnvSpec | None
+) -> gym.Env[Any, Any]:
+    """In an isolated env's process: register the id as the server has it, make it."""
+    if spec is not None and env_id not in gym.registry:
+        gym.registry[env_id] = spec
+    return make(env_id, kwargs)
 
 
 def check_renderer(env: gym.Env[Any, Any], render_mode: str) -> None:
