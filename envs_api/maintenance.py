@@ -5,8 +5,9 @@ thread started with the server (``start()``) runs a pass every
 GYM_FLUSH_INTERVAL seconds: write the counters and last-used times of the
 instances used since the last pass, close instances idle for longer than
 GYM_IDLE_TIMEOUT (every tenth of it), drop remembered credentials that another
-process made stale (a rotated token, a deleted user), and give
-memory back after many closes. ``stop()`` ends the thread, waits for it, and
+process made stale (a rotated token, a deleted user), give
+memory back after many closes, and take the registry's lock on PostgreSQL again
+after a database outage released it. ``stop()`` ends the thread, waits for it, and
 writes what is left.
 """
 
@@ -23,9 +24,9 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
-from envs_api import authentication, registry, services
+from envs_api import authentication, registry, serverlock, services
 from envs_api.models import EnvInstance
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,8 @@ class Maintenance:
         self._lock = threading.Lock()
         self._last_reap = 0.0
         self._last_flush = 0.0
+        self._lock_trouble = ""  # "held" (by another server), "database" or none
+        self._final_flush_failed = False
 
     def start(self) -> None:
         """Start the thread, once (GYM_MAINTENANCE=false: never)."""
@@ -149,15 +152,48 @@ class Maintenance:
         """One round of housekeeping; errors are logged, and retried next time."""
         close_old_connections()
         for name, task in (
+            ("registry lock", self._keep_lock),  # first: a second server waits less
             ("flush", self._flush),
             ("reap", self._reap),
             ("credential check", authentication.revalidate),
             ("memory trim", memory.maybe_trim),
         ):
+            if self._stop.is_set():  # stopping: stop() writes what is left, once
+                return
             try:
                 task()
             except Exception:
                 log.exception("maintenance: %s failed; will retry", name)
+
+    def _keep_lock(self) -> None:
+        """Hold the registry's lock still (a database outage released it).
+
+        Trouble is logged once, when it starts: a second server holding the lock
+        (an error), or a database not answering yet (a warning, no traceback).
+        """
+        try:
+            taken_again = serverlock.keep()
+        except serverlock.Held as exc:
+            if self._lock_trouble != "held":
+                log.error(
+                    "The registry's lock was lost while the database was out, and "
+                    "another server took it: two servers now serve one registry. %s",
+                    exc,
+                )
+            self._lock_trouble = "held"
+            return
+        except DatabaseError as exc:
+            if self._lock_trouble != "database":
+                log.warning(
+                    "The registry's lock went with the database's connection; it is "
+                    "taken again once the database answers (%s)",
+                    " ".join(str(exc).split())[:200],
+                )
+            self._lock_trouble = "database"
+            return
+        if taken_again:
+            log.warning("Took the registry's lock again: the database answers")
+        self._lock_trouble = ""
 
     def _flush(self) -> None:
         interval = settings.GYM_FLUSH_INTERVAL
@@ -175,15 +211,22 @@ class Maintenance:
             reap()
 
     def stop(self) -> None:
-        """Stop the thread, wait for it, and write what is left (safe to call twice)."""
+        """Stop the thread, wait for it, and write what is left (safe to call twice).
+
+        A pass in progress ends after its current task. When the final write fails
+        (the database is out), later calls do not wait for the database again.
+        """
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=30)  # a pass waits on the database at most that long
+        if self._final_flush_failed:
+            return
         close_old_connections()
         try:
             flush()
         except Exception:
+            self._final_flush_failed = True
             log.exception("final flush failed")
 
 

@@ -15,10 +15,15 @@ takes, without waiting:
 The kernel and the database release them when the process ends, however it ends
 (``kill -9`` included): a lock is never stale. Each lock file holds the holder's
 pid and address, for the refusal's message.
+
+The database also releases the advisory lock when its connection is lost (a
+PostgreSQL restart, a network outage): ``keep()``, called by the maintenance thread
+every second, takes it again once the database answers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
@@ -43,6 +48,7 @@ class ServerLock:
     def __init__(self) -> None:
         self.files: list[Any] = []
         self.database: Any = None
+        self.pid = os.getpid()  # a forked worker holds none of it
 
     def release(self) -> None:
         """Let go of every lock (when taking them failed half-way; a process's end
@@ -108,22 +114,28 @@ def _lock_file(path: Path, address: str) -> Any:
 def _advisory_lock() -> Any:
     """A connection of its own holding the advisory lock (closing it releases it)."""
     wrapper = connections.create_connection("default")
-    wrapper.ensure_connection()
-    with wrapper.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_KEY])
-        (locked,) = cursor.fetchone()
-        if not locked:
-            cursor.execute(
-                "SELECT COALESCE(a.client_addr::text, 'local'), l.pid"
-                " FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
-                " WHERE l.locktype = 'advisory' AND l.granted"
-                " AND l.classid::bigint = %s AND l.objid::bigint = %s"
-                " AND l.database = (SELECT oid FROM pg_database"
-                " WHERE datname = current_database()) LIMIT 1",
-                [ADVISORY_KEY >> 32, ADVISORY_KEY & 0xFFFFFFFF],
-            )
-            row = cursor.fetchone()
-            holder = f"PostgreSQL backend {row[1]}, client {row[0]}" if row else "?"
+    wrapper.inc_thread_sharing()  # kept (and closed) by the maintenance thread
+    try:
+        wrapper.ensure_connection()
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_KEY])
+            (locked,) = cursor.fetchone()
+            if not locked:
+                cursor.execute(
+                    "SELECT COALESCE(a.client_addr::text, 'local'), l.pid"
+                    " FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+                    " WHERE l.locktype = 'advisory' AND l.granted"
+                    " AND l.classid::bigint = %s AND l.objid::bigint = %s"
+                    " AND l.database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database()) LIMIT 1",
+                    [ADVISORY_KEY >> 32, ADVISORY_KEY & 0xFFFFFFFF],
+                )
+                row = cursor.fetchone()
+                holder = f"PostgreSQL backend {row[1]}, client {row[0]}" if row else "?"
+    except BaseException:
+        with contextlib.suppress(Exception):
+            wrapper.close()  # the connection lost half-way: nothing held
+        raise
     if not locked:
         wrapper.close()
         name = settings.DATABASES["default"]["NAME"]
@@ -132,6 +144,28 @@ def _advisory_lock() -> Any:
             "holds its lock): stop it first, or give this one its own database"
         )
     return wrapper
+
+
+def keep() -> bool:
+    """In the process holding the registry: hold the database's lock still.
+
+    A lost connection took the advisory lock with it; take it again (True when
+    taken again). Raises Held when another server took it meanwhile, and the
+    database's error while it does not answer (connecting waits GYM_DB_TIMEOUT).
+    """
+    lock = _held
+    if lock is None or lock.pid != os.getpid():
+        return False
+    if not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        return False
+    if lock.database is not None:
+        if lock.database.is_usable():  # SELECT 1 on the lock's own connection
+            return False
+        with contextlib.suppress(Exception):
+            lock.database.close()
+        lock.database = None
+    lock.database = _advisory_lock()
+    return True
 
 
 SERVER_PID_VARIABLE = "GYMSITE_SERVER_PID"  # set by gymserver for its worker

@@ -11,25 +11,27 @@ use.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils.timezone import now
 
-from envs_api import protocol, registry
+from envs_api import metrics, protocol, registry
 from envs_api.models import EnvInstance
 from envs_api.runtime import envids, journal, monitor
 from envs_api.runtime.backend import Counters, LocalBackend, Spaces, Spec
-from envs_api.runtime.errors import UnknownInstance, UsageError
+from envs_api.runtime.errors import DatabaseUnavailable, UnknownInstance, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,24 @@ _backend = LocalBackend(journals=journal_store())
 _registry_lock = threading.Lock()
 # Serializes quota checks with the row writes they allow.
 _create_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _holding(lock: threading.Lock) -> Iterator[None]:
+    """Hold one of the locks above, waiting at most GYM_DB_TIMEOUT: its holder waits
+    on the database, so a longer wait means the database is out (503), and calls
+    during an outage must not queue up, each waiting its own GYM_DB_TIMEOUT. The
+    connection is made first, outside the lock: calls wait for it side by side."""
+    connection.ensure_connection()
+    if not lock.acquire(timeout=settings.GYM_DB_TIMEOUT):
+        metrics.requests.database_error()
+        raise DatabaseUnavailable(
+            "another request has been waiting on it for GYM_DB_TIMEOUT"
+        )
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class LimitReached(UsageError):
@@ -107,7 +127,7 @@ def create(user: Any, args: protocol.CreateArgs) -> dict[str, Any]:
     # Unseeded instances get a seed of the server's choosing, kept in the registry
     # (48 bits: exact in every database backend, SQLite's decimals included).
     seed = args.seed if args.seed is not None else secrets.randbits(48)
-    with _create_lock:
+    with _holding(_create_lock):
         _check_quotas(owner)
         instance_id = _open_and_register(resolved, make_kwargs, seed, owner)
     answer: dict[str, Any] = {"instance_id": instance_id, "env_id": resolved.env_id}
@@ -222,7 +242,7 @@ def _close(
     With ``owner`` given, another owner's instance is unknown; without, any is closed.
     The row is written first: when the database fails, the instance stays usable.
     """
-    with _registry_lock:
+    with _holding(_registry_lock):
         mine = owner is registry.ANY_OWNER or _backend.holds(instance_id, owner)
         before = _backend.peek(instance_id) if mine else None
         fields: dict[str, Any] = {
@@ -237,7 +257,14 @@ def _close(
     if after is not None:
         Closes.count += 1
         if after != before:  # used between the write and the close
-            registry.update(instance_id, counter_fields(after))
+            try:
+                registry.update(instance_id, counter_fields(after))
+            except DatabaseError as exc:  # the close stands: only these counters lag
+                log.warning(
+                    "instance %s closed; its last counters not written: %s",
+                    instance_id,
+                    exc,
+                )
     elif not updated:
         raise UnknownInstance(instance_id)
 
@@ -324,7 +351,7 @@ def _restore(instance_id: str, owner: int | None) -> None:
     """Rebuild the caller's instance that is active in the registry but not live."""
     if not protocol.instance_id(instance_id):
         raise UnknownInstance(instance_id)
-    with _registry_lock:
+    with _holding(_registry_lock):
         row = EnvInstance.objects.filter(
             instance_id=instance_id, owner_id=owner
         ).first()
