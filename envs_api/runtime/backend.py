@@ -349,17 +349,18 @@ class _LocalEnv:
             return
         try:
             write(kept)
-        except OSError as exc:
+        except (OSError, TypeError, ValueError) as exc:  # a full disk; no JSON for it
             self._journal_lost(exc)
 
-    def _journal_lost(self, exc: OSError) -> None:
+    def _journal_lost(self, exc: Exception) -> None:
         """Stop journalling this instance: its journal could not be written."""
         kept, self.journal = self.journal, None
         if kept is not None:
             kept.store.stats.errors += 1
             with contextlib.suppress(OSError):
                 kept.discard()  # never replay a stale episode
-            self.last_error = f"journal not written: {exc.strerror or exc}"
+            reason = exc.strerror if isinstance(exc, OSError) else None
+            self.last_error = f"journal not written: {reason or exc}"
             self.last_error_at = time.time()
             self.changed = True
             log.error("instance %s: %s", self.spec.instance_id, self.last_error)

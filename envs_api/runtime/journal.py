@@ -36,6 +36,7 @@ import re
 import struct
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,8 @@ _BIT_GENERATORS = {
 _DOUBLE = struct.Struct("<d")
 _OUTCOME = struct.Struct("<d??")  # reward, terminated, truncated
 _HEX = re.compile(rb"[0-9a-f]{8}")
-_crc32 = zlib.crc32
+_crc32: Callable[..., int] = zlib.crc32  # also over an ndarray's buffer
+_INT64 = 2**63
 _dumps = orjson.dumps
 NEVER = 2**63  # steps: more than any episode takes
 _FIRST_CAPACITY = 16 * 1024  # bytes a journal file starts with (sparse: zeros)
@@ -143,7 +145,7 @@ def fingerprint(
     crc = _crc32(_OUTCOME.pack(reward, terminated, truncated))
     if type(obs) is np.ndarray:  # the common case: the array's buffer, not a copy
         try:
-            return _crc32(obs.data, crc)
+            return _crc32(obs, crc)
         except BufferError:  # not contiguous
             return _crc32(obs.tobytes(), crc)
     return _feed(obs, crc)
@@ -175,9 +177,7 @@ def _feed(value: Any, crc: int) -> int:
 
 def generator_state(generator: np.random.Generator) -> dict[str, Any]:
     """The state of a numpy generator, as JSON can hold it."""
-    state = dict(generator.bit_generator.state)
-    json.dumps(state)  # numpy's states are plain ints and dicts; refuse anything else
-    return state
+    return dict(generator.bit_generator.state)  # plain ints and dicts: JSON's own
 
 
 def generator_from(state: dict[str, Any]) -> np.random.Generator:
@@ -206,6 +206,8 @@ class Journal:
         self.store = store
         self.path = store.path(instance_id)
         self._map: mmap.mmap | None = None
+        self._room = 0  # bytes the step path may fill directly (0: go the long way)
+        self._stats = store.stats
         self.size = 0  # bytes of records in the file
         self.since_base = 0  # steps written since the last base
         self._copyable = True  # until pickling the env fails once
@@ -267,23 +269,27 @@ class Journal:
     ) -> None:
         """Append one step: the client's action (JSON) and the digest of what the
         step returned (``fingerprint``, inlined: this runs on every step)."""
-        try:
-            text = _dumps(action)
-        except TypeError:  # an integer past 64 bits (the env took it)
-            text = json.dumps(action, separators=(",", ":")).encode()
         crc = _crc32(_OUTCOME.pack(reward, terminated, truncated))
-        if type(obs) is np.ndarray and obs.flags.c_contiguous:
-            crc = _crc32(obs.data, crc)
+        try:  # an array's own buffer, not a copy
+            crc = _crc32(obs, crc) if type(obs) is np.ndarray else _feed(obs, crc)
+        except BufferError:  # an array that is not contiguous
+            crc = _feed(obs, crc)
+        if type(action) is int and -_INT64 <= action < _INT64:  # a Discrete action
+            record = b"%08x %d " % (crc, action)
         else:
-            crc = fingerprint(obs, reward, terminated, truncated)
-        record = b"%08x %s " % (crc, text)
-        start, end = self.size, self.size + len(record)
-        mapped = self._map
-        if mapped is not None and end <= len(mapped) and not self.store.settings.fsync:
-            mapped[start:end] = record
-            mapped[end - 1] = 10  # b"\n", last: now the record is whole
+            try:
+                text = _dumps(action)
+            except TypeError:  # an integer past 64 bits (the env took it)
+                text = json.dumps(action, separators=(",", ":")).encode()
+            record = b"%08x %s " % (crc, text)
+        start = self.size
+        end = start + len(record)
+        if end <= self._room:  # mapped, with room, and no fsync: copy it in
+            mapped = self._map
+            mapped[start:end] = record  # type: ignore[index]
+            mapped[end - 1] = 10  # type: ignore[index]  # b"\n", last: now it is whole
             self.size = end
-            self.store.stats.bytes += end - start
+            self._stats.bytes += end - start
         else:
             self._append(record, len(record) - 1)
         self.since_base += 1
@@ -352,7 +358,7 @@ class Journal:
             return None
         if self._map is not None:
             self._map.close()
-            self._map = None
+            self._map, self._room = None, 0
         fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
         try:
             length = os.fstat(fd).st_size
@@ -360,6 +366,7 @@ class Journal:
                 length = _capacity(end)
                 os.ftruncate(fd, length)
             self._map = mmap.mmap(fd, length)
+            self._room = 0 if self.store.settings.fsync else length
         except BaseException:
             self.store.unclaim()
             raise
@@ -382,6 +389,7 @@ class Journal:
     def close(self) -> None:
         """Unmap the file (it stays: a restart replays it)."""
         mapped, self._map = self._map, None
+        self._room = 0
         if mapped is not None:
             mapped.close()
             self.store.unclaim()
