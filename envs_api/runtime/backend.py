@@ -302,19 +302,8 @@ class _LocalEnv:
         except (Exception, SystemExit) as exc:  # the env's own bug: never the server's
             raise self.failed("step", exc) from None
         self.steps += 1
-        reward = float(reward)
-        self.episode_steps += 1
-        self.episode_return += reward
-        terminated, truncated = bool(terminated), bool(truncated)
-        self.episode_done = terminated or truncated
-        answer = {
-            "observation": self.encode_observation(obs),
-            "reward": spaces.finite(reward),
-            "done": self.episode_done,
-            "info": spaces.json_safe(info),
-            "terminated": terminated,
-            "truncated": truncated,
-        }
+        reward, terminated, truncated = float(reward), bool(terminated), bool(truncated)
+        answer = self._counted(obs, reward, terminated, truncated, info)
         kept = self.journal
         if kept is not None:
             try:
@@ -498,6 +487,12 @@ class _LocalEnv:
         reward, terminated, truncated = float(reward), bool(terminated), bool(truncated)
         if journal.fingerprint(obs, reward, terminated, truncated) != digest:
             raise _Diverged(f"{which} differs")
+        return self._counted(obs, reward, terminated, truncated, info)
+
+    def _counted(
+        self, obs: Any, reward: float, terminated: bool, truncated: bool, info: Any
+    ) -> JSONDict:
+        """Count a step into the episode; its answer."""
         self.episode_steps += 1
         self.episode_return += reward
         self.episode_done = terminated or truncated

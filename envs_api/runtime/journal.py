@@ -420,7 +420,10 @@ class Store:
         self.stats = Stats()
         self._open = 0
         self._lock = threading.Lock()
-        settings.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Not there and not makeable (GYM_DATA_DIR read-only)? /readyz says so, and
+        # each instance's first write logs it and goes on unjournalled.
+        with contextlib.suppress(OSError):
+            settings.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def path(self, instance_id: str) -> Path:
         return self.settings.directory / f"{instance_id}{SUFFIX}"
@@ -448,17 +451,23 @@ class Store:
             return None
         return parse(data)
 
+    def _entries(self) -> list[os.DirEntry[str]]:
+        try:
+            return list(os.scandir(self.settings.directory))
+        except FileNotFoundError:  # never made: no journals
+            return []
+
     def ids(self) -> list[str]:
         """The instances that have a journal here."""
         return [
             entry.name[: -len(SUFFIX)]
-            for entry in os.scandir(self.settings.directory)
+            for entry in self._entries()
             if entry.name.endswith(SUFFIX)
         ]
 
     def sweep(self) -> None:
         """Remove the partial files of episodes that never started (a crash)."""
-        for entry in os.scandir(self.settings.directory):
+        for entry in self._entries():
             if entry.name.endswith(SUFFIX + ".tmp"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
