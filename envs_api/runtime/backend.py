@@ -308,7 +308,7 @@ class _LocalEnv:
         if kept is not None:
             try:
                 kept.step(raw_action, obs, reward, terminated, truncated)
-            except OSError as exc:
+            except (OSError, TypeError, ValueError) as exc:  # the step stands
                 self._journal_lost(exc)
             else:
                 if kept.since_base >= kept.due:
