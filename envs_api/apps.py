@@ -7,5 +7,7 @@ class EnvsApiConfig(AppConfig):
 
     def ready(self) -> None:
         from envs_api import signals  # needs the user model: only once apps are ready
+        from envs_api.runtime import legacy
 
         signals.connect()
+        legacy.register()  # the retired gym envs old clients still ask for

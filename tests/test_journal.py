@@ -42,6 +42,11 @@ ENVS = {
     "LunarLander-v3": lambda rng: int(rng.integers(4)),
     "LunarLanderContinuous-v3": lambda rng: rng.uniform(-1, 1, 2).tolist(),
     "BipedalWalker-v3": lambda rng: rng.uniform(-1, 1, 4).tolist(),
+    # the retired gym envs (envs_api/runtime/legacy), registered at startup
+    "NChain-v0": lambda rng: int(rng.integers(2)),
+    "KellyCoinflip-v0": lambda rng: int(rng.integers(1, 500)),
+    "Roulette-v0": lambda rng: int(rng.integers(37)),
+    "Copy-v0": lambda rng: [int(rng.integers(2)), 1, int(rng.integers(5))],
 }
 
 
