@@ -55,6 +55,13 @@ def post(api: APIClient, path: str, body: Any = None) -> tuple[int, Any]:
     return r.status_code, r.json()
 
 
+def rejournal(cache: LocalBackend, **settings: Any) -> None:
+    """Give the test's journals other settings (same folder)."""
+    assert cache.journals is not None
+    folder = cache.journals.settings.directory
+    cache.journals = journal.Store(journal.Settings(folder, **settings))
+
+
 class Pair:
     """A crashing instance and its never-crashed twin, driven alike."""
 
@@ -109,9 +116,7 @@ def test_a_crash_right_after_a_reset_continues_from_the_reset(
 def test_replay_starts_from_the_latest_snapshot(
     api: APIClient, cache: LocalBackend
 ) -> None:
-    cache.journals = journal.Store(
-        journal.Settings(cache.journals.settings.directory, snapshot_every=5)
-    )
+    rejournal(cache, snapshot_every=5)
     pair = Pair(api, "CartPole-v1", seed=2)
     pair.episode(12, lambda rng: int(rng.integers(2)), np.random.default_rng(1))
 
@@ -127,9 +132,7 @@ def test_replay_starts_from_the_latest_snapshot(
 def test_an_episode_past_the_replay_cap_of_an_uncopyable_env_asks_for_a_reset(
     api: APIClient, cache: LocalBackend
 ) -> None:
-    cache.journals = journal.Store(
-        journal.Settings(cache.journals.settings.directory, max_replay=5)
-    )
+    rejournal(cache, max_replay=5)
     instance_id = create(api, "Uncopyable-v0", seed=3)
     post(api, f"/v1/envs/{instance_id}/reset/")
     for _ in range(8):
@@ -290,13 +293,7 @@ def test_with_fsync_every_answer_waits_for_the_disk(
 ) -> None:
     """Mapped journals sync with msync, which no Python hook sees: the count is of
     the unmapped way (past open_files), and both must replay."""
-    cache.journals = journal.Store(
-        journal.Settings(
-            cache.journals.settings.directory,
-            fsync=True,
-            open_files=1024 if mapped else 0,
-        )
-    )
+    rejournal(cache, fsync=True, open_files=1024 if mapped else 0)
     synced: list[int] = []
     real = os.fdatasync
     monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd)))
@@ -363,11 +360,7 @@ def test_a_torn_snapshot_leaves_the_base_before_it(
 def test_a_journal_past_its_size_limit_starts_over_at_its_next_snapshot(
     api: APIClient, cache: LocalBackend
 ) -> None:
-    cache.journals = journal.Store(
-        journal.Settings(
-            cache.journals.settings.directory, compact_bytes=2000, snapshot_every=50
-        )
-    )
+    rejournal(cache, compact_bytes=2000, snapshot_every=50)
     pair = Pair(api, "CartPole-v1", seed=8)
     rng = np.random.default_rng(4)
     path = cache.journals.path(pair.crashing)
@@ -401,11 +394,7 @@ def test_resets_are_records_after_the_base_so_replays_cross_episodes(
 def test_without_snapshots_a_reset_starts_a_new_base_once_half_the_cap_is_used(
     api: APIClient, cache: LocalBackend
 ) -> None:
-    cache.journals = journal.Store(
-        journal.Settings(
-            cache.journals.settings.directory, max_replay=10, snapshot_every=0
-        )
-    )
+    rejournal(cache, max_replay=10, snapshot_every=0)
     pair = Pair(api, "Uncopyable-v0", seed=5)
     rng = np.random.default_rng(6)
     for _ in range(4):  # 4 steps an episode: rebased at the 2nd and 4th reset
@@ -422,9 +411,7 @@ def test_short_episodes_never_snapshot_the_env(
 ) -> None:
     """Pickling slows an env down for good (CPython 3.11 gives each object a real
     __dict__): a reset starts a new base long before a snapshot is due."""
-    cache.journals = journal.Store(
-        journal.Settings(cache.journals.settings.directory, snapshot_every=40)
-    )
+    rejournal(cache, snapshot_every=40)
     pair = Pair(api, "CartPole-v1", seed=9)
     rng = np.random.default_rng(5)
     for _ in range(12):
