@@ -212,6 +212,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = GYM_MAX_BODY_BYTES
 GYM_DB_TIMEOUT = env_float("GYM_DB_TIMEOUT", 5.0, minimum=0.1)
 
 
+# How much longer than the server's own timeouts the client waits for an answer, so
+# that the server's error (which says what timed out) arrives first when it can.
+CLIENT_MARGIN = 0.5
+
+
 def bounded_waits(db: dict, timeout: float) -> dict:
     """Give a DATABASES entry ``timeout``-second waits, keeping values its URL set."""
     options = db.setdefault("OPTIONS", {})
@@ -219,6 +224,11 @@ def bounded_waits(db: dict, timeout: float) -> dict:
         options.setdefault("timeout", timeout)  # the busy timeout
     elif db["ENGINE"].endswith(("postgresql", "postgis")):
         _postgres_waits(options, timeout)
+        if db["ENGINE"] == "django.db.backends.postgresql" and not options.get("pool"):
+            # Django's backend, with a client-side bound on every wait: a database
+            # that stops answering on an open connection (envs_api/postgresql/).
+            db["ENGINE"] = "envs_api.postgresql"
+            options.setdefault("client_timeout", timeout + CLIENT_MARGIN)
     return db
 
 

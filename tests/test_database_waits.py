@@ -271,8 +271,10 @@ def test_it_gives_sqlite_a_busy_timeout() -> None:
 
 def test_it_gives_postgresql_connect_lock_and_statement_timeouts() -> None:
     db = bounded_waits(dj_database_url.parse("postgres://u@h:5432/d"), 5)
+    assert db["ENGINE"] == "envs_api.postgresql"  # Django's, with a client bound
     assert db["OPTIONS"] == {
         "connect_timeout": 5,
+        "client_timeout": 5.5,
         "tcp_user_timeout": 5000,
         "options": "-c statement_timeout=5000 -c lock_timeout=4000 "
         "-c idle_in_transaction_session_timeout=60000",
@@ -287,10 +289,14 @@ def test_it_keeps_the_timeouts_a_database_url_sets() -> None:
     db = bounded_waits(dj_database_url.parse(url), 0.5)
     assert db["OPTIONS"] == {
         "connect_timeout": 9,
+        "client_timeout": 1.0,
         "tcp_user_timeout": 500,
         "options": "-c search_path=gym --lock-timeout=100 -c statement_timeout=500 "
         "-c idle_in_transaction_session_timeout=60000",
     }
+    pooled = dj_database_url.parse("postgres://u@h:5432/d")
+    pooled["OPTIONS"] = {"pool": True}  # Django's pool: its own backend, unbounded
+    assert bounded_waits(pooled, 1)["ENGINE"] == "django.db.backends.postgresql"
     sqlite = dj_database_url.parse("sqlite:////tmp/x.sqlite3?timeout=30")
     assert bounded_waits(sqlite, 1)["OPTIONS"] == {"timeout": 30}
 

@@ -8,9 +8,8 @@ what the server answers over HTTP, and restores it. Live instances keep stepping
 answer 503 within the bounded wait, a close that cannot write its row leaves the
 instance live, the counters written behind reach the row once the database is
 back, and the server takes its registry lock again. The registry is read directly on
-the real port, past the proxy. Two known gaps are marked xfail as they run (they
-pass once fixed): concurrent calls queue behind the services' locks, and a query on
-a connection to a database that froze waits forever.
+the real port, past the proxy. A database that freezes (stops answering on the
+connections it accepted) is met by the client-side bound of envs_api/postgresql.
 
 Skipped without a PostgreSQL (the suite's own, else 127.0.0.1:5432 as postgres).
 """
@@ -29,11 +28,16 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import dj_database_url
 import gymnasium as gym
 import psycopg
 import pytest
 from django.conf import settings
+from django.db import OperationalError as DjangoOperationalError
+from django.db.utils import ConnectionHandler
 
+from envs_api.exceptions import database_unavailable
+from gymsite.settings import CLIENT_MARGIN, bounded_waits
 from tests.dbproxy import MODES, DatabaseProxy, Mode
 from tests.servers import ROOT, Server, free_port, server_environment
 
@@ -603,17 +607,66 @@ def test_a_frozen_database_answers_503_in_time(
                 listed = pool.submit(call, server, "GET", "/v1/envs/")
                 twin.run(10)  # from memory, on the event loop
                 late = wait([listed], timeout=BOUND).not_done
+                if not late:  # and a write, on the connection made after it
+                    made = call(server, "POST", "/v1/envs/", {"env_id": "CartPole-v1"})
             answer = listed.result()  # a late one ends once the database is back
+            assert not late, answer  # each wait on the frozen connection is bounded
+            assert_unavailable(answer, "freeze")
+            assert_unavailable(made, "freeze")
+        back = call(server, "GET", "/v1/envs/")  # healed: a new connection
+        assert back.status == 200, back
+        assert list(back.body["all_envs"]) == [twin.instance_id]  # nothing half-made
         twin.assert_live()
         twin.close()
-    if late:
-        pytest.xfail(
-            "known gap: a database that stops answering on a connection it accepted "
-            "(a hung PostgreSQL process, or a proxy in front of a dead one) holds the "
-            "request until it answers again: statement_timeout is the server's own, "
-            "and TCP timeouts never fire while something acknowledges the bytes"
-        )
-    assert_unavailable(answer, "freeze")
+
+
+def test_a_frozen_connection_is_given_up_within_one_bound(
+    registry: Registry, proxy: DatabaseProxy, django_db_blocker: Any
+) -> None:
+    """In process, the backend itself (envs_api.postgresql): a query, and the health
+    check a request starts with, each end within GYM_DB_TIMEOUT plus the margin on a
+    connection that froze, with the reason a client is told; a new connection works
+    once the database answers again."""
+    timeout = 1.0
+    url = registry.url(proxy.port)
+    db = bounded_waits(
+        dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True), timeout
+    )
+    bound = timeout + CLIENT_MARGIN
+    handler = ConnectionHandler({"default": db})
+    wrapper = handler["default"]
+    with django_db_blocker.unblock():
+        try:
+            proxy.restore()
+            with wrapper.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            with proxy.outage("freeze"):
+                started = time.monotonic()
+                with (
+                    pytest.raises(DjangoOperationalError) as caught,
+                    wrapper.cursor() as c,
+                ):
+                    c.execute("SELECT 2")
+                assert bound - 0.1 < time.monotonic() - started < bound + 1
+            unavailable = database_unavailable(caught.value)
+            assert unavailable is not None
+            assert "(a query took too long)" in unavailable.message
+            wrapper.close_if_unusable_or_obsolete()  # the end of that request
+            assert wrapper.connection is None
+            with wrapper.cursor() as cursor:  # the next request: a new connection
+                cursor.execute("SELECT 3")
+            wrapper.close_if_unusable_or_obsolete()  # ends; the next starts with a check
+            with proxy.outage("freeze"):
+                started = time.monotonic()
+                with pytest.raises(DjangoOperationalError, match="health check"):
+                    wrapper.cursor()
+                assert time.monotonic() - started < bound + 1  # one bound, not two
+            with wrapper.cursor() as cursor:
+                cursor.execute("SELECT 4")
+                assert cursor.fetchone() == (4,)
+        finally:
+            handler.close_all()
+            proxy.restore()
 
 
 def test_the_proxy_cuts_and_restores(registry: Registry) -> None:
