@@ -123,6 +123,9 @@ def create(user: Any, args: protocol.CreateArgs) -> dict[str, Any]:
         make_kwargs["render_mode"] = args.render_mode
     if args.max_episode_steps:
         make_kwargs["max_episode_steps"] = args.max_episode_steps
+    # An alias's kwargs (obs_type="ram", ...) go into the registry row with the
+    # client's, so a rebuilt instance is made the same way.
+    make_kwargs = resolved.make_kwargs(make_kwargs)
     owner = owner_id(user)
     # Unseeded instances get a seed of the server's choosing, kept in the registry
     # (48 bits: exact in every database backend, SQLite's decimals included).

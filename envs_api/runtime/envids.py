@@ -9,7 +9,7 @@ from __future__ import annotations
 import pickle
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from functools import partial
 from typing import Any
@@ -24,29 +24,71 @@ from gymnasium.envs.registration import (
     parse_env_id,
 )
 
+from envs_api.runtime import atari
 from envs_api.runtime.errors import EnvFailure, UsageError
 from envs_api.runtime.isolation import DEFAULT_TIMEOUT, EnvProcessFailed, IsolatedEnv
 
-# Retired ids that old clients and their examples hard-code -> the current id of the
-# same task. Used only when the old id is no longer registered.
-LEGACY_ALIASES: dict[str, str] = {
-    "Acrobot-v0": "Acrobot-v1",
-    "Pendulum-v0": "Pendulum-v1",
-    "FrozenLake-v0": "FrozenLake-v1",
-    "FrozenLake8x8-v0": "FrozenLake8x8-v1",
-    "Blackjack-v0": "Blackjack-v1",
-    "CliffWalking-v0": "CliffWalking-v1",
-    "Taxi-v1": "Taxi-v4",
-    "Taxi-v2": "Taxi-v4",
-    "Taxi-v3": "Taxi-v4",
-    "LunarLander-v2": "LunarLander-v3",
-    "LunarLanderContinuous-v2": "LunarLanderContinuous-v3",
-    "BipedalWalker-v2": "BipedalWalker-v3",
-    "BipedalWalkerHardcore-v2": "BipedalWalkerHardcore-v3",
-    "CarRacing-v0": "CarRacing-v3",
-    "CarRacing-v1": "CarRacing-v3",
-    "CarRacing-v2": "CarRacing-v3",
+
+@dataclass(frozen=True)
+class Alias:
+    """What serves a retired id: a current id, with the make kwargs giving the old task."""
+
+    env_id: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+# MuJoCo tasks whose -v1 (gym 0.9), -v2 (mujoco-py) and -v3 ids retired; each is served
+# as its -v5 (needs requirements-mujoco.txt).
+MUJOCO_TASKS = (
+    "Ant",
+    "HalfCheetah",
+    "Hopper",
+    "Humanoid",
+    "HumanoidStandup",
+    "InvertedDoublePendulum",
+    "InvertedPendulum",
+    "Pusher",
+    "Reacher",
+    "Swimmer",
+    "Walker2d",
+)
+
+# Retired ids that old clients and their examples hard-code -> what serves the same
+# task today. Used only when the old id is no longer registered, or is registered as
+# a stub that only raises (Gymnasium's mujoco-py ids). Atari ids follow a rule instead:
+# runtime/atari.py.
+LEGACY_ALIASES: dict[str, Alias] = {
+    "Acrobot-v0": Alias("Acrobot-v1"),
+    "Pendulum-v0": Alias("Pendulum-v1"),
+    "FrozenLake-v0": Alias("FrozenLake-v1"),
+    "FrozenLake8x8-v0": Alias("FrozenLake8x8-v1"),
+    "Blackjack-v0": Alias("Blackjack-v1"),
+    "CliffWalking-v0": Alias("CliffWalking-v1"),
+    "Taxi-v1": Alias("Taxi-v4"),
+    "Taxi-v2": Alias("Taxi-v4"),
+    "Taxi-v3": Alias("Taxi-v4"),
+    "LunarLander-v2": Alias("LunarLander-v3"),
+    # Gymnasium's documented form; its LunarLanderContinuous class is deprecated.
+    "LunarLanderContinuous-v2": Alias("LunarLander-v3", {"continuous": True}),
+    "BipedalWalker-v2": Alias("BipedalWalker-v3"),
+    # Its own id keeps the hardcore time limit (2000 steps, not BipedalWalker's 1600).
+    "BipedalWalkerHardcore-v2": Alias("BipedalWalkerHardcore-v3"),
+    "CarRacing-v0": Alias("CarRacing-v3"),
+    "CarRacing-v1": Alias("CarRacing-v3"),
+    "CarRacing-v2": Alias("CarRacing-v3"),
+    **{
+        f"{task}-v{version}": Alias(f"{task}-v5")
+        for task in MUJOCO_TASKS
+        for version in (1, 2, 3)
+    },
 }
+
+# Entry points Gymnasium registers for retired ids that can only raise on make.
+_STUBS = tuple(
+    stub
+    for stub in [getattr(gym.envs, "_raise_mujoco_py_error", None)]
+    if stub is not None
+)
 
 ALWAYS_ALLOWED_KWARGS = frozenset({"render_mode", "max_episode_steps"})
 
@@ -79,11 +121,25 @@ def isolated(env_id: str, patterns: Sequence[str]) -> bool:
 
 @dataclass(frozen=True)
 class Resolved:
-    """The id to serve for a requested one, with a note when they differ."""
+    """The id to serve for a requested one, with a note when they differ, and the make
+    kwargs an alias adds (the old id's meaning)."""
 
     env_id: str
     requested: str
     warning: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def make_kwargs(self, client: dict[str, Any]) -> dict[str, Any]:
+        """The client's make kwargs plus the alias's; a client value that contradicts
+        the alias is refused rather than silently dropped or obeyed."""
+        for name, value in self.kwargs.items():
+            if name in client and client[name] != value:
+                raise UsageError(
+                    f"kwargs: {name}={client[name]!r} contradicts {self.requested}, "
+                    f"which means {name}={value!r}; ask for {self.env_id} to choose "
+                    f"{name}"
+                )
+        return {**client, **self.kwargs}
 
 
 def resolve(
@@ -132,13 +188,20 @@ def _resolve_registered(env_id: str, aliases: bool) -> Resolved:
             "e.g. CartPole-v1.)"
         )
     registry = gym.registry
-    if env_id in registry:
+    alias = legacy_alias(env_id) if aliases else None
+    if env_id in registry and (
+        alias is None or registry[env_id].entry_point not in _STUBS
+    ):
         return Resolved(env_id, env_id)
-    if aliases and env_id in LEGACY_ALIASES and LEGACY_ALIASES[env_id] in registry:
-        served = LEGACY_ALIASES[env_id]
+    if alias is not None and alias.env_id in registry:
         return Resolved(
-            served, env_id, f"{env_id} is retired; serving {served}, the same task"
+            alias.env_id, env_id, _retired(env_id, alias), dict(alias.kwargs)
         )
+    if env_id in registry:  # a stub with nothing to serve it: make gives its message
+        return Resolved(env_id, env_id)
+    unservable = atari.unservable(env_id) if aliases else None
+    if unservable is not None:
+        raise UsageError(f"Error creating environment with ID {env_id}: {unservable}")
     ns, name, version = parse_env_id(env_id)
     if version is None:
         latest = find_highest_version(ns, name)
@@ -156,6 +219,22 @@ def _resolve_registered(env_id: str, aliases: bool) -> Resolved:
             f"Error creating environment with ID {env_id}: {exc}"
         ) from None
     raise UsageError(f"Error creating environment with ID {env_id}: not registered")
+
+
+def legacy_alias(env_id: str) -> Alias | None:
+    """What serves a retired id (the table, then the Atari rule), or None."""
+    if env_id in LEGACY_ALIASES:
+        return LEGACY_ALIASES[env_id]
+    served = atari.alias(env_id)
+    return None if served is None else Alias(*served)
+
+
+def _retired(env_id: str, alias: Alias) -> str:
+    """The create answer's warning, e.g. ``Bowling-ram-v0 is retired; serving
+    Bowling-v0 with obs_type='ram', the same task``."""
+    given = ", ".join(f"{name}={value!r}" for name, value in alias.kwargs.items())
+    served = f"{alias.env_id} with {given}" if given else alias.env_id
+    return f"{env_id} is retired; serving {served}, the same task"
 
 
 def make(
