@@ -1,4 +1,16 @@
+import logging
+import os
+
 from django.apps import AppConfig
+
+# A server draws off screen only ("human" rendering is refused): pygame, which the
+# rgb_array renderers use, gets SDL's dummy drivers (no display or sound device
+# needed, no complaint about a missing one) and keeps its banner out of the log.
+HEADLESS = {
+    "SDL_VIDEODRIVER": "dummy",
+    "SDL_AUDIODRIVER": "dummy",
+    "PYGAME_HIDE_SUPPORT_PROMPT": "1",
+}
 
 
 class EnvsApiConfig(AppConfig):
@@ -7,7 +19,23 @@ class EnvsApiConfig(AppConfig):
 
     def ready(self) -> None:
         from envs_api import signals  # needs the user model: only once apps are ready
-        from envs_api.runtime import legacy
+        from envs_api.runtime import atari, legacy
 
+        for name, value in HEADLESS.items():
+            os.environ.setdefault(name, value)
         signals.connect()
         legacy.register()  # the retired gym envs old clients still ask for
+        atari.register()  # ale-py's games, when it is installed
+        _mujoco_warnings_to_the_log()
+
+
+def _mujoco_warnings_to_the_log() -> None:
+    """MuJoCo (requirements-mujoco.txt) writes its warnings to MUJOCO_LOG.TXT in the
+    working directory (HalfCheetah's model gives one at every make): send them to the
+    server's log instead."""
+    try:
+        import mujoco
+    except ImportError:
+        return
+    log = logging.getLogger("mujoco")
+    mujoco.set_mju_user_warning(lambda text: log.warning("%s", text))

@@ -150,8 +150,14 @@ GYM_ALLOW_ANONYMOUS = env_bool("GYM_ALLOW_ANONYMOUS", True)
 GYM_METRICS = os.getenv("GYM_METRICS") or ("open" if GYM_ALLOW_ANONYMOUS else "staff")
 if GYM_METRICS not in ("open", "staff", "off"):
     raise ImproperlyConfigured(f"GYM_METRICS={GYM_METRICS!r}: use open, staff or off")
-GYM_MAX_INSTANCES_PER_USER = env_int("GYM_MAX_INSTANCES_PER_USER", 32, minimum=1)
 GYM_MAX_INSTANCES = env_int("GYM_MAX_INSTANCES", 1024, minimum=1)
+# Two profiles. Anonymous (the local default: one person, or a trusted few, running
+# clients' test suites that leave instances open) gets the server's limit per user
+# and no create throttle; with authentication on, each user gets a share.
+LOCAL_PROFILE = GYM_ALLOW_ANONYMOUS
+GYM_MAX_INSTANCES_PER_USER = env_int(
+    "GYM_MAX_INSTANCES_PER_USER", GYM_MAX_INSTANCES if LOCAL_PROFILE else 32, minimum=1
+)
 # Request bodies larger than this are refused with 413 before they are read.
 GYM_MAX_BODY_BYTES = env_int("GYM_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
 # Seconds an instance may sit unused before the server closes it (0: never).
@@ -282,6 +288,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "envs_api",  # before WhiteNoise: its runserver (TCP_NODELAY) wraps WhiteNoise's
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
@@ -289,7 +296,6 @@ INSTALLED_APPS = [
     "corsheaders",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "envs_api",
 ]
 
 MIDDLEWARE = [
@@ -365,8 +371,11 @@ REST_FRAMEWORK = {
         # Every v1 request, per user (per IP when anonymous). Off by default: training
         # loops step thousands of times a second.
         "requests": env_rate("GYM_THROTTLE_RATE", None),
-        # Creating instances, per user (per IP when anonymous).
-        "create": env_rate("GYM_CREATE_THROTTLE_RATE", "120/min"),
+        # Creating instances, per user (per IP when anonymous); off by default in the
+        # anonymous (local) profile.
+        "create": env_rate(
+            "GYM_CREATE_THROTTLE_RATE", None if LOCAL_PROFILE else "120/min"
+        ),
     },
     "NUM_PROXIES": env_int("GYM_NUM_PROXIES", 0),
     "EXCEPTION_HANDLER": "envs_api.exceptions.api_exception_handler",
