@@ -9,7 +9,8 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.utils.html import format_html
 
@@ -22,6 +23,7 @@ class EnvInstanceAdmin(admin.ModelAdmin):
     list_display = (
         "instance_id",
         "env_id",
+        "size",
         "owner",
         "status",
         "step_count",
@@ -64,7 +66,18 @@ class EnvInstanceAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Creation", {"fields": ("seed", "make_kwargs", "created")}),
+        (
+            "Creation",
+            {
+                "fields": (
+                    "seed",
+                    "make_kwargs",
+                    "num_envs",
+                    "vectorization_mode",
+                    "created",
+                )
+            },
+        ),
         (
             "Use",
             {
@@ -85,6 +98,13 @@ class EnvInstanceAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # instances are made through the API
+
+    @admin.display(description="size", ordering="num_envs")
+    def size(self, obj: EnvInstance) -> str:
+        """One env, or a vector instance's sub-envs and mode."""
+        if obj.num_envs is None:
+            return "1"
+        return f"vector of {obj.num_envs} ({obj.vectorization_mode})"
 
     @admin.display(boolean=True, description="live in this process")
     def is_live(self, obj: EnvInstance) -> bool:
@@ -135,12 +155,15 @@ class GymUserAdmin(UserAdmin):
     list_display = (*UserAdmin.list_display, "active_instances", "quota_use")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        active = Count(
-            "env_instances", filter=Q(env_instances__status=EnvInstance.Status.ACTIVE)
+        # what counts against the quota: a vector instance counts its num_envs
+        active = Sum(
+            Coalesce("env_instances__num_envs", 1),
+            filter=Q(env_instances__status=EnvInstance.Status.ACTIVE),
+            default=0,
         )
         return super().get_queryset(request).annotate(_active=active)
 
-    @admin.display(description="active instances", ordering="_active")
+    @admin.display(description="active envs", ordering="_active")
     def active_instances(self, obj: Any) -> int:
         return obj._active
 

@@ -23,6 +23,14 @@ class EnvInstance(models.Model):
         help_text="The id the client asked for, when an alias mapped it.",
     )
     make_kwargs = models.JSONField(default=dict, blank=True)
+    num_envs = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="A vector instance's number of sub-environments (v2); empty: one.",
+    )
+    vectorization_mode = models.CharField(
+        max_length=8, blank=True, help_text="A vector instance's: sync or async."
+    )
     # Up to 2**64 - 1: clients with unsigned 64-bit seeds (e.g. Rust's u64) exist.
     seed = models.DecimalField(max_digits=20, decimal_places=0, null=True, blank=True)
     owner = models.ForeignKey(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -304,6 +304,8 @@ class CreateArgs:
     render_mode: str | None = None
     max_episode_steps: int | None = None
     kwargs: dict[str, Any] | None = None
+    num_envs: int | None = None  # v2: a vector instance of this many sub-envs
+    vectorization_mode: str = "sync"
 
 
 def create_args(data: Any) -> CreateArgs:
@@ -430,3 +432,95 @@ def upload_args(data: Any) -> None:
 def instance_id(value: str) -> bool:
     """Whether ``value`` has the form of an instance id (others are never found)."""
     return INSTANCE_ID_RE.fullmatch(value) is not None
+
+
+# --- v2 (docs/v2.md) ----------------------------------------------------------------
+
+MAX_NUM_ENVS = 1024  # a vector instance's sub-envs; quotas bound it further
+MAX_BATCH = 256  # items of one batched step
+VECTORIZATION_MODES = ("sync", "async")
+
+
+def v2_create_args(data: Any) -> CreateArgs:
+    """Parse a v2 create body: v1's fields, and num_envs / vectorization_mode."""
+    args = create_args(data)
+    fields = _fields(data)
+    num_envs = fields.get("num_envs")
+    if num_envs is not None:
+        num_envs = integer("num_envs", num_envs, 1, MAX_NUM_ENVS)
+    mode = fields.get("vectorization_mode")
+    if mode is None:
+        mode = "sync"
+    elif mode not in VECTORIZATION_MODES:
+        raise UsageError(
+            f"vectorization_mode: must be one of {list(VECTORIZATION_MODES)}, "
+            f"not {text('vectorization_mode', mode, MAX_RENDER_MODE)!r}"
+        )
+    elif num_envs is None:
+        raise UsageError("vectorization_mode: only for a vector instance (num_envs)")
+    return replace(args, num_envs=num_envs, vectorization_mode=mode)
+
+
+@dataclass(frozen=True)
+class ResetArgs:
+    """POST /v2/envs/<id>/reset/."""
+
+    seed: int | None = None
+    options: dict[str, Any] | None = None
+
+
+def v2_reset_args(data: Any) -> ResetArgs:
+    """Parse a v2 reset body: an optional seed, and options (a JSON object)."""
+    if data is None or data == b"" or data == {}:
+        return ResetArgs()
+    fields = _fields(data)
+    seed = fields.get("seed")
+    if seed is not None:
+        seed = integer("seed", seed, 0, MAX_SEED)
+    options = fields.get("options")
+    if options is not None and not isinstance(options, dict):
+        raise UsageError(
+            f'options: Expected a dictionary of items but got type "{_json_type(options)}".'
+        )
+    return ResetArgs(seed, options)
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One item of POST /v2/step/: an instance and its step, or why it is refused."""
+
+    instance_id: str
+    step: StepArgs | None
+    error: UsageError | None = None
+
+
+def v2_batch_args(data: Any) -> list[BatchItem]:
+    """Parse a batched step body: ``{"steps": [{instance_id, action, seq?}, ...]}``.
+    The list itself must be well-formed (else 400 for the request); each item's own
+    mistakes become that item's error."""
+    steps = _required(_fields(data), "steps")
+    if not isinstance(steps, list):
+        raise UsageError(
+            f'steps: Expected a list of items but got type "{_json_type(steps)}".'
+        )
+    if len(steps) > MAX_BATCH:
+        raise UsageError(
+            f"steps: {len(steps)} items, more than {MAX_BATCH}, the limit of one request"
+        )
+    items = []
+    for number, item in enumerate(steps):
+        try:
+            if not isinstance(item, dict):
+                raise UsageError(
+                    f"steps[{number}]: Expected a dictionary of items but got type "
+                    f'"{_json_type(item)}".'
+                )
+            raw_id = _required(item, "instance_id")
+            if not isinstance(raw_id, str):
+                raise UsageError(f"steps[{number}].instance_id: must be a string")
+            fields = {k: v for k, v in item.items() if k != "instance_id"}
+            items.append(BatchItem(raw_id, step_args(fields)))
+        except UsageError as exc:
+            raw = item.get("instance_id") if isinstance(item, dict) else None
+            items.append(BatchItem(raw if isinstance(raw, str) else "", None, exc))
+    return items

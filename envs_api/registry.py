@@ -81,12 +81,14 @@ def update_many_active(rows: list[tuple[str, dict[str, Any]]]) -> None:
 
 
 def active_counts(owner: int | None) -> tuple[int, int]:
-    """Active rows on the server, and those of ``owner`` (None: anonymous), in one query."""
+    """Envs in active rows on the server, and in those of ``owner`` (None:
+    anonymous), in one query: a vector instance counts its num_envs."""
     owner_column = _column("owner")
     mine = f"{owner_column} IS NULL" if owner is None else f"{owner_column} = %s"
+    size = f"COALESCE({_column('num_envs')}, 1)"
     sql = (
-        f"SELECT COUNT(*), COUNT(CASE WHEN {mine} THEN 1 END) FROM {_table()} "
-        f"WHERE {_column('status')} = %s"
+        f"SELECT COALESCE(SUM({size}), 0), COALESCE(SUM(CASE WHEN {mine} THEN {size} "
+        f"ELSE 0 END), 0) FROM {_table()} WHERE {_column('status')} = %s"
     )
     with connection.cursor() as cursor:
         cursor.execute(

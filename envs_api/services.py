@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from django.conf import settings
@@ -130,9 +130,10 @@ def create(user: Any, args: protocol.CreateArgs) -> dict[str, Any]:
     # Unseeded instances get a seed of the server's choosing, kept in the registry
     # (48 bits: exact in every database backend, SQLite's decimals included).
     seed = args.seed if args.seed is not None else secrets.randbits(48)
+    vector = Vector(args.num_envs, args.vectorization_mode)
     with _holding(_create_lock):
-        _check_quotas(owner)
-        instance_id = _open_and_register(resolved, make_kwargs, seed, owner)
+        _check_quotas(owner, args.num_envs or 1)
+        instance_id = _open_and_register(resolved, make_kwargs, seed, owner, vector)
     answer: dict[str, Any] = {"instance_id": instance_id, "env_id": resolved.env_id}
     if resolved.warning:
         answer["requested_env_id"] = resolved.requested
@@ -140,17 +141,34 @@ def create(user: Any, args: protocol.CreateArgs) -> dict[str, Any]:
     return answer
 
 
-def _check_quotas(owner: int | None) -> None:
-    """Refuse a create that would pass GYM_MAX_INSTANCES_PER_USER or GYM_MAX_INSTANCES."""
+class Vector(NamedTuple):
+    """A vector instance's size and mode (num_envs None: a single env)."""
+
+    num_envs: int | None = None
+    mode: str = "sync"
+
+
+SINGLE = Vector()
+
+
+def _check_quotas(owner: int | None, size: int = 1) -> None:
+    """Refuse a create that would pass GYM_MAX_INSTANCES_PER_USER or GYM_MAX_INSTANCES
+    (a vector instance of ``size`` sub-envs counts ``size``)."""
     total_active, mine = registry.active_counts(owner)
     per_user = settings.GYM_MAX_INSTANCES_PER_USER
-    if mine >= per_user:
+    if mine + size > per_user:
+        if size > 1:
+            raise LimitReached(
+                f"Too many instances: {size} sub-envs would make {mine + size} open, "
+                f"past the limit per user, {per_user} (GYM_MAX_INSTANCES_PER_USER); "
+                "close some first"
+            )
         raise LimitReached(
             f"Too many instances: you have {per_user} open, the limit per user "
             "(GYM_MAX_INSTANCES_PER_USER); close one first"
         )
     total = settings.GYM_MAX_INSTANCES
-    if total_active >= total:
+    if total_active + size > total:
         raise LimitReached(
             f"Too many instances: the server holds {total}, its limit (GYM_MAX_INSTANCES); "
             "try again later"
@@ -162,10 +180,19 @@ def _open_and_register(
     make_kwargs: dict[str, Any],
     seed: int | None,
     owner: int | None,
+    vector: Vector = SINGLE,
 ) -> str:
     """Open the env under a fresh short id and write its row; nothing leaks on error."""
     for _ in range(8):
-        spec = Spec(uuid.uuid4().hex[:8], resolved.env_id, make_kwargs, owner, seed)
+        spec = Spec(
+            uuid.uuid4().hex[:8],
+            resolved.env_id,
+            make_kwargs,
+            owner,
+            seed,
+            num_envs=vector.num_envs,
+            vectorization_mode=vector.mode,
+        )
         spaces = _backend.open(spec)
         try:
             with transaction.atomic():  # a savepoint: a collision leaves no trace
@@ -192,6 +219,8 @@ def _insert(spec: Spec, resolved: envids.Resolved, spaces: Spaces) -> None:
         last_used=dt(_backend.clock()),
         action_space=spaces.action,
         observation_space=spaces.observation,
+        num_envs=spec.num_envs,
+        vectorization_mode="" if spec.num_envs is None else spec.vectorization_mode,
     )
 
 
@@ -302,18 +331,69 @@ def _use(user: Any, instance_id: str) -> str:
     return instance_id
 
 
-def reset(user: Any, instance_id: str, *, wait: bool = True) -> dict[str, Any]:
-    """Start an episode."""
-    return _backend.reset(_use(user, instance_id), wait=wait)
+def reset(
+    user: Any,
+    instance_id: str,
+    *,
+    wait: bool = True,
+    args: protocol.ResetArgs | None = None,
+    raw: bool = False,
+) -> dict[str, Any]:
+    """Start an episode (v2: with ``args``' seed and options, and ``raw`` values)."""
+    if args is None and not raw:
+        return _backend.reset(_use(user, instance_id), wait=wait)
+    args = args or protocol.ResetArgs()
+    return _backend.reset(
+        _use(user, instance_id),
+        wait=wait,
+        seed=args.seed,
+        options=args.options,
+        raw=raw,
+    )
 
 
 def step(
-    user: Any, instance_id: str, args: protocol.StepArgs, *, wait: bool = True
+    user: Any,
+    instance_id: str,
+    args: protocol.StepArgs,
+    *,
+    wait: bool = True,
+    raw: bool = False,
 ) -> dict[str, Any]:
-    """Run one timestep."""
+    """Run one timestep (``raw``: v2's values, encoded by the caller)."""
     return _backend.step(
-        _use(user, instance_id), args.action, args.render, args.seq, wait=wait
+        _use(user, instance_id), args.action, args.render, args.seq, wait=wait, raw=raw
     )
+
+
+def wire_spaces(user: Any, instance_id: str) -> tuple[Any, Any]:
+    """The (action, observation) spaces of the caller's instance's wire values:
+    a vector instance's are batched (a leading num_envs axis)."""
+    return _backend.wire_spaces(_use(user, instance_id))
+
+
+AUTORESET_MODE = "next_step"  # Gymnasium's default, which make_vec gives
+
+
+def describe_v2(user: Any, instance_id: str) -> dict[str, Any]:
+    """What v2's create answer adds: the instance's size, modes and (single) spaces."""
+    instance_id = _use(user, instance_id)
+    spec = _backend.spec(instance_id)
+    spaces = _backend.spaces(instance_id)
+    vectorized = spec.num_envs is not None
+    return {
+        "num_envs": spec.num_envs,
+        "vectorization_mode": spec.vectorization_mode if vectorized else None,
+        "autoreset_mode": AUTORESET_MODE if vectorized else None,
+        "observation_space": spaces.observation,
+        "action_space": spaces.action,
+    }
+
+
+def vector_of(user: Any, instance_id: str) -> Vector:
+    """A live instance's size and mode (num_envs None: a single env)."""
+    spec = _backend.spec(_use(user, instance_id))
+    return Vector(spec.num_envs, spec.vectorization_mode)
 
 
 def sample(user: Any, instance_id: str, *, wait: bool = True) -> dict[str, Any]:
@@ -384,6 +464,8 @@ def _rebuild(row: EnvInstance) -> None:
         row.step_count,
         row.episode_count,
         restored=True,
+        num_envs=row.num_envs,
+        vectorization_mode=row.vectorization_mode or "sync",
     )
     try:
         envids.resolve(row.env_id, aliases=False, allowed=settings.GYM_ALLOWED_ENVS)

@@ -11,6 +11,7 @@ from envs_api.health import HealthView, MetricsView, ReadyView
 
 urlpatterns = [
     path("v1/", include("envs_api.urls")),
+    path("v2/", include("envs_api.urls_v2")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

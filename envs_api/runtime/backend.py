@@ -16,10 +16,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import methodcaller
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import gymnasium as gym
+import numpy as np
 import orjson
 from gymnasium import error as gym_error
 
@@ -68,6 +70,8 @@ class Spec:
     steps: int = 0
     episodes: int = 0
     restored: bool = False  # rebuilt after a restart: the episode was lost
+    num_envs: int | None = None  # a vector instance's sub-envs (v2); None: one env
+    vectorization_mode: str = "sync"
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,19 @@ class Backend(Protocol):
         """Whether the instance is live here and belongs to ``owner``."""
         ...
 
-    def reset(self, instance_id: str, *, wait: bool = True) -> JSONDict: ...
+    def reset(
+        self,
+        instance_id: str,
+        *,
+        wait: bool = True,
+        seed: int | None = None,
+        options: JSONDict | None = None,
+        raw: bool = False,
+    ) -> JSONDict:
+        """Start an episode (``seed``: this one's, else the instance's own next).
+        With ``raw``, the answer holds the observation and info as the env gave
+        them (v2 encodes them itself), else as v1's JSON."""
+        ...
 
     def step(
         self,
@@ -119,6 +135,7 @@ class Backend(Protocol):
         seq: int | None = None,
         *,
         wait: bool = True,
+        raw: bool = False,
     ) -> JSONDict:
         """One env step; with ``seq``, a retry of an applied step answers it again."""
         ...
@@ -130,6 +147,12 @@ class Backend(Protocol):
     def matches(self, instance_id: str, props: Any, *, wait: bool = True) -> bool: ...
 
     def spaces(self, instance_id: str) -> Spaces: ...
+
+    def wire_spaces(self, instance_id: str) -> tuple[gym.Space[Any], gym.Space[Any]]:
+        """The (action, observation) spaces of the values v2 sends and receives."""
+        ...
+
+    def spec(self, instance_id: str) -> Spec: ...
 
     def start_monitor(
         self,
@@ -216,11 +239,17 @@ class _LocalEnv:
         self.last_error_at: float | None = None
         self.answered_seq = 0  # the last step numbered by a client's seq, its answer
         self.answered: JSONDict | None = None
+        self.answered_raw = False  # that answer is v2's raw form, not v1's JSON
         self.episode_steps = 0  # the current episode's length and return so far
         self.episode_return = 0.0
         self.episode_done = False  # its last step terminated or truncated it
+        self.single_action_space, self.single_observation_space = self._single(env)
+        # Wrappers (a monitor too) keep the env's spaces: fixed for its life.
+        self.wire_action_space = env.action_space
+        self.wire_observation_space = env.observation_space
         self.spaces = Spaces(
-            spaces.describe(env.action_space), spaces.describe(env.observation_space)
+            spaces.describe(self.single_action_space),
+            spaces.describe(self.single_observation_space),
         )
         # Wrappers (a monitor too) keep the env's spaces: codecs are chosen once.
         self.decode_action = spaces.decoder(env.action_space)
@@ -228,11 +257,23 @@ class _LocalEnv:
         if spec.seed is not None:
             env.action_space.seed(spec.seed)  # reproducible samples too
 
-    def reset(self) -> JSONDict:
-        seed, self.next_seed = self.next_seed, None
-        start = self._episode_start(seed)
+    @staticmethod
+    def _single(env: Any) -> tuple[gym.Space[Any], gym.Space[Any]]:
+        """The (action, observation) spaces of one env of this instance."""
+        return env.action_space, env.observation_space
+
+    def reset(
+        self,
+        seed: int | None = None,
+        options: JSONDict | None = None,
+        raw: bool = False,
+    ) -> JSONDict:
+        if seed is None:
+            seed = self.next_seed
+        self.next_seed = None
+        start = self._episode_start(seed, options)
         try:
-            obs, info = self.env.reset(seed=seed)
+            obs, info = self.env.reset(seed=seed, options=options)
         except _ENV_INPUT_ERRORS as exc:
             raise UsageError(f"The environment failed to reset: {exc}") from None
         except (Exception, SystemExit) as exc:  # the env's own bug: never the server's
@@ -249,17 +290,26 @@ class _LocalEnv:
                 digest=journal.fingerprint(obs),
             )
             self._journal(lambda j: self._journal_reset(j, start))
+        if raw:
+            return {"observation": obs, "info": info}
         return {
             "observation": self.encode_observation(obs),
             "info": spaces.json_safe(info),
         }
 
-    def step_once(self, seq: int, raw_action: Any, render: bool) -> JSONDict:
+    def step_once(
+        self, seq: int, raw_action: Any, render: bool, raw: bool = False
+    ) -> JSONDict:
         """Step number ``seq`` of this instance, applied once: a retry of the last
         step numbered so answers what it answered then, without stepping again."""
         done = self.steps
         if seq <= done:
             if seq == self.answered_seq and self.answered is not None:
+                if self.answered_raw != raw:
+                    raise Conflict(
+                        f"seq {seq} was applied through the other protocol version "
+                        "(v1 or v2); retry it the way it was sent"
+                    )
                 return self.answered
             kept = (
                 "this instance keeps the answer of its last numbered step only"
@@ -280,11 +330,11 @@ class _LocalEnv:
                 f"seq {seq} skips ahead: the instance has taken {done} steps, "
                 f"the next seq is {done + 1}"
             )
-        answer = self.step(raw_action, render)
-        self.answered_seq, self.answered = seq, answer
+        answer = self.step(raw_action, render, raw)
+        self.answered_seq, self.answered, self.answered_raw = seq, answer, raw
         return answer
 
-    def step(self, raw_action: Any, render: bool) -> JSONDict:
+    def step(self, raw_action: Any, render: bool, raw: bool = False) -> JSONDict:
         env = self.env
         if self.needs_reset:
             raise UsageError(self._reset_first())
@@ -303,7 +353,7 @@ class _LocalEnv:
             raise self.failed("step", exc) from None
         self.steps += 1
         reward, terminated, truncated = float(reward), bool(terminated), bool(truncated)
-        answer = self._counted(obs, reward, terminated, truncated, info)
+        answer = self._counted(obs, reward, terminated, truncated, info, raw)
         kept = self.journal
         if kept is not None:
             try:
@@ -319,11 +369,13 @@ class _LocalEnv:
 
     # --- the journal ---
 
-    def _episode_start(self, seed: int | None) -> JSONDict | None:
+    def _episode_start(
+        self, seed: int | None, options: JSONDict | None = None
+    ) -> JSONDict | None:
         """How the episode about to begin starts, for the journal (None: no journal)."""
         if self.journal is None:
             return None
-        start: JSONDict = {"seed": seed, "rng": None, "options": None}
+        start: JSONDict = {"seed": seed, "rng": None, "options": options}
         if seed is None:  # the env's generator goes on: keep where it stands
             # no numpy generator here: the digests will tell
             with contextlib.suppress(Exception):
@@ -434,6 +486,7 @@ class _LocalEnv:
         self.next_seed = None  # the env's generator stands where it stood
         if answer is not None:
             self.answered_seq, self.answered = self.steps, answer
+            self.answered_raw = self.REPLAYED_RAW
         return "continued"
 
     def _max_replay(self) -> int:
@@ -474,7 +527,7 @@ class _LocalEnv:
     def _replay_reset(self, start: JSONDict, differs: str) -> None:
         if start.get("rng") is not None:
             self.env.unwrapped.np_random = journal.generator_from(start["rng"])
-        obs, _ = self.env.reset(seed=start.get("seed"))
+        obs, _ = self.env.reset(seed=start.get("seed"), options=start.get("options"))
         if journal.fingerprint(obs) != start.get("digest"):
             raise _Diverged(differs)
         self.episode_steps, self.episode_return = 0, 0.0
@@ -489,13 +542,30 @@ class _LocalEnv:
             raise _Diverged(f"{which} differs")
         return self._counted(obs, reward, terminated, truncated, info)
 
+    REPLAYED_RAW = False  # the form of the answer _replay_step returns
+
     def _counted(
-        self, obs: Any, reward: float, terminated: bool, truncated: bool, info: Any
+        self,
+        obs: Any,
+        reward: float,
+        terminated: bool,
+        truncated: bool,
+        info: Any,
+        raw: bool = False,
     ) -> JSONDict:
-        """Count a step into the episode; its answer."""
+        """Count a step into the episode; its answer (v1's JSON, or ``raw``: v2's
+        values as the env gave them)."""
         self.episode_steps += 1
         self.episode_return += reward
         self.episode_done = terminated or truncated
+        if raw:
+            return {
+                "observation": obs,
+                "reward": reward,
+                "terminated": terminated,
+                "truncated": truncated,
+                "info": info,
+            }
         return {
             "observation": self.encode_observation(obs),
             "reward": spaces.finite(reward),
@@ -601,6 +671,96 @@ class _LocalEnv:
         )
 
 
+class _VectorEnv(_LocalEnv):
+    """A vector instance (v2): Gymnasium's vector env of ``spec.num_envs`` sub-envs.
+
+    Its reset and step take and give batches (a leading num_envs axis); sub-envs
+    that end are reset by Gymnasium's autoreset (``next_step``). Counters count calls:
+    one step of a vector instance is ``num_envs`` env steps, one reset starts
+    ``num_envs`` episodes. Only v2 uses it (``raw`` answers): v1's answers have no
+    batched form, so its routes refuse a vector instance. The journal records each
+    batched action with a digest of the whole outcome; the env is never snapshotted
+    (a restart replays at most GYM_JOURNAL_MAX_REPLAY steps of it).
+    """
+
+    REPLAYED_RAW = True
+    V1_REFUSED = "is a vector instance: use the /v2/ routes"
+
+    def __init__(self, spec: Spec, env: Any, now: float, kept: Any = None) -> None:
+        super().__init__(spec, env, now, kept)
+        if kept is not None:
+            kept.copyable = False
+
+    @staticmethod
+    def _single(env: Any) -> tuple[gym.Space[Any], gym.Space[Any]]:
+        return env.single_action_space, env.single_observation_space
+
+    def reset(
+        self,
+        seed: int | None = None,
+        options: JSONDict | None = None,
+        raw: bool = False,
+    ) -> JSONDict:
+        if not raw:
+            raise UsageError(f"Instance {self.spec.instance_id} {self.V1_REFUSED}")
+        return super().reset(seed, options, raw)
+
+    def step(self, raw_action: Any, render: bool, raw: bool = False) -> JSONDict:
+        if not raw:
+            raise UsageError(f"Instance {self.spec.instance_id} {self.V1_REFUSED}")
+        env = self.env
+        if self.needs_reset:
+            raise UsageError(self._reset_first())
+        action = self.decode_action(raw_action)
+        try:
+            outcome = env.step(action)
+        except _ENV_INPUT_ERRORS as exc:
+            raise UsageError(f"The environment rejected the action: {exc}") from None
+        except (Exception, SystemExit) as exc:
+            raise self.failed("step", exc) from None
+        self.steps += 1
+        answer = self._answer(*outcome)
+        kept = self.journal
+        if kept is not None:
+            try:
+                kept.step(raw_action, outcome[:4], 0.0, False, False)
+            except (OSError, TypeError, ValueError) as exc:
+                self._journal_lost(exc)
+            else:
+                if kept.since_base >= kept.due:
+                    self._snapshot(kept, answer)
+        if render and env.render_mode is not None:
+            self._render(answer)
+        return answer
+
+    @staticmethod
+    def _answer(
+        obs: Any, rewards: Any, terminated: Any, truncated: Any, infos: Any
+    ) -> JSONDict:
+        return {
+            "observation": obs,
+            "reward": np.asarray(rewards, dtype=np.float64),
+            "terminated": np.asarray(terminated, dtype=np.bool_),
+            "truncated": np.asarray(truncated, dtype=np.bool_),
+            "info": infos,
+        }
+
+    def _replay_step(self, digest: int, action: bytes, which: str) -> JSONDict:
+        outcome = self.env.step(self.decode_action(orjson.loads(action)))
+        if journal.fingerprint(outcome[:4]) != digest:
+            raise _Diverged(f"{which} differs")
+        return self._answer(*outcome)
+
+    def start_monitor(self, *args: Any, **kwargs: Any) -> list[str]:
+        raise UsageError(
+            f"Instance {self.spec.instance_id} is a vector instance: monitors record "
+            "single envs"
+        )
+
+
+_reset = methodcaller("reset")  # v1's reset, by the instance's own class
+
+
 class LocalBackend:
     """The envs of this process, by instance id (the ``Backend`` of one process).
 
@@ -619,10 +779,25 @@ class LocalBackend:
         self._lock = threading.Lock()  # guards _envs; each env has its own lock
 
     def open(self, spec: Spec) -> Spaces:
-        env = envids.make(spec.env_id, dict(spec.make_kwargs), envids.isolation_policy)
+        if spec.num_envs is None:
+            env = envids.make(
+                spec.env_id, dict(spec.make_kwargs), envids.isolation_policy
+            )
+        else:
+            env = envids.make_vector(
+                spec.env_id,
+                dict(spec.make_kwargs),
+                spec.num_envs,
+                spec.vectorization_mode,
+            )
         journals = self.journals
         kept = None if journals is None else journals.journal(spec.instance_id)
-        live = _LocalEnv(spec, env, self.clock(), kept)
+        kind = _LocalEnv if spec.num_envs is None else _VectorEnv
+        try:
+            live = kind(spec, env, self.clock(), kept)
+        except BaseException:
+            env.close()
+            raise
         with self._lock:
             old = self._envs.get(spec.instance_id)
             if old is not None and not old.closed:
@@ -658,8 +833,18 @@ class LocalBackend:
         finally:
             live.lock.release()
 
-    def reset(self, instance_id: str, *, wait: bool = True) -> JSONDict:
-        return self._use(instance_id, wait, _LocalEnv.reset)
+    def reset(
+        self,
+        instance_id: str,
+        *,
+        wait: bool = True,
+        seed: int | None = None,
+        options: JSONDict | None = None,
+        raw: bool = False,
+    ) -> JSONDict:
+        if seed is None and options is None and not raw:  # v1's: the common case
+            return self._use(instance_id, wait, _reset)
+        return self._use(instance_id, wait, lambda live: live.reset(seed, options, raw))
 
     def step(
         self,
@@ -669,12 +854,30 @@ class LocalBackend:
         seq: int | None = None,
         *,
         wait: bool = True,
+        raw: bool = False,
     ) -> JSONDict:
         if seq is None:
-            return self._use(instance_id, wait, lambda live: live.step(action, render))
+            return self._use(
+                instance_id, wait, lambda live: live.step(action, render, raw)
+            )
         return self._use(
-            instance_id, wait, lambda live: live.step_once(seq, action, render)
+            instance_id, wait, lambda live: live.step_once(seq, action, render, raw)
         )
+
+    def wire_spaces(self, instance_id: str) -> tuple[gym.Space[Any], gym.Space[Any]]:
+        """The (action, observation) spaces of the instance's values: a vector
+        instance's are batched (a leading num_envs axis)."""
+        live = self._envs.get(instance_id)
+        if live is None or live.closed:
+            raise UnknownInstance(instance_id)
+        return live.wire_action_space, live.wire_observation_space
+
+    def spec(self, instance_id: str) -> Spec:
+        """What the live instance was made from."""
+        live = self._envs.get(instance_id)
+        if live is None or live.closed:
+            raise UnknownInstance(instance_id)
+        return live.spec
 
     def sample(self, instance_id: str, *, wait: bool = True) -> Any:
         return self._use(instance_id, wait, _LocalEnv.sample)

@@ -276,6 +276,51 @@ def make(
     return env
 
 
+VECTORIZATION_MODES = ("sync", "async")
+
+
+def make_vector(
+    env_id: str, kwargs: dict[str, Any], num_envs: int, mode: str = "sync"
+) -> Any:
+    """Make Gymnasium's vector env of ``num_envs`` copies of a registered env
+    (``gymnasium.make_vec``), every creation failure a UsageError.
+
+    The render mode is checked as ``make`` checks it (on one env made for it), and
+    ``async`` runs each sub-env in a process of its own, Gymnasium's way.
+    """
+    if mode not in VECTORIZATION_MODES:
+        raise UsageError(
+            f"vectorization_mode must be one of {list(VECTORIZATION_MODES)}, not {mode!r}"
+        )
+    spec = gym.registry.get(env_id)
+    if spec is None or ":" in env_id:
+        raise UsageError(
+            f"Error creating environment with ID {env_id}: not registered"
+            + ("" if spec is None else " as a vector env")
+        )
+    if kwargs.get("render_mode") is not None:
+        make(env_id, kwargs).close()  # the same refusals as a single instance's
+    # A forkserver, not fork: the server has threads; an id listed in
+    # GYM_ISOLATED_ENVS is stepped in processes of its own (async) whatever was asked.
+    if isolation_policy.covers(env_id):
+        mode = "async"
+    vector_kwargs = {"context": "forkserver"} if mode == "async" else None
+    try:
+        return gym.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode=mode,
+            vector_kwargs=vector_kwargs,
+            **kwargs,
+        )
+    except gym_error.DependencyNotInstalled as exc:
+        raise UsageError(f"Dependency not installed: {exc}") from None
+    except (gym_error.Error, TypeError, ValueError, AssertionError, ImportError) as exc:
+        raise UsageError(
+            f"Error creating environment with ID {env_id}: {exc}"
+        ) from None
+
+
 def _make_isolated(
     env_id: str, kwargs: dict[str, Any], timeout: float
 ) -> gym.Env[Any, Any]:

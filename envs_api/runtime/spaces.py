@@ -449,7 +449,9 @@ def _decode_one_of(space: spaces.OneOf[Any], raw: Any) -> Any:
         raise _Mismatch(
             raw, space, f"expected [index, value] with an index from 0 to {n - 1}"
         )
-    return index, _decode_part(space.spaces[index], raw[1], "[1]")
+    return np.int64(index), _decode_part(
+        space.spaces[index], raw[1], "[1]"
+    )  # as sample()
 
 
 def _decode_part(space: gym.Space[Any], raw: Any, where: str) -> Any:

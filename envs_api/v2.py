@@ -1,0 +1,305 @@
+"""The v2 routes (docs/v2.md): vector instances, batched steps, and typed binary
+arrays in msgpack, over the same services, registry and backend as v1.
+
+A view parses its body (JSON, or msgpack when the Content-Type says so) through the
+protocol, turns a msgpack action into v1's JSON form (what the backend decodes and
+the journal records), calls the service with ``raw=True`` and encodes the answer's
+values by the instance's spaces: as v1's JSON, or with every array a tensor when the
+Accept header asks for msgpack.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from envs_api import protocol, services
+from envs_api import schema as doc
+from envs_api import serializers as s
+from envs_api.exceptions import as_usage_error
+from envs_api.parsers import LenientJSONParser, MsgpackParser
+from envs_api.renderers import MsgpackRenderer, StrictJSONRenderer, V2Negotiation
+from envs_api.runtime import codecs, spaces
+from envs_api.throttles import GymCreateThrottle
+
+log = logging.getLogger(__name__)
+
+
+class V2View(APIView):
+    """JSON or msgpack in and out, by Content-Type and Accept."""
+
+    parser_classes = [MsgpackParser, LenientJSONParser]
+    renderer_classes = [StrictJSONRenderer, MsgpackRenderer]
+    content_negotiation_class = V2Negotiation
+
+    def binary_body(self, request: Request) -> bool:
+        return request.content_type.startswith(MsgpackParser.media_type)
+
+    def binary_answer(self, request: Request) -> bool:
+        renderer = getattr(request, "accepted_renderer", None)
+        return isinstance(renderer, MsgpackRenderer)
+
+    def wire_action(self, request: Request, instance_id: str, action: Any) -> Any:
+        """A step's action in v1's JSON form, whatever the body's encoding."""
+        if not self.binary_body(request):
+            return action
+        space = services.wire_spaces(request.user, instance_id)[0]
+        return spaces.to_json(space, codecs.decode(space, action, True))
+
+    def step_answer(
+        self, request: Request, instance_id: str, answer: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A raw step (or reset) answer's values, encoded for the wire."""
+        binary = self.binary_answer(request)
+        space = services.wire_spaces(request.user, instance_id)[1]
+        out = {"observation": codecs.encode(space, answer["observation"], binary)}
+        for name in ("reward", "terminated", "truncated"):
+            if name in answer:
+                out[name] = codecs.encode_plain(answer[name], binary)
+        out["info"] = codecs.encode_info(answer["info"], binary)
+        if "warning" in answer:
+            out["warning"] = answer["warning"]
+        return out
+
+
+class V2CreateSerializer(serializers.Serializer):
+    """POST /v2/envs/: v1's create fields, and a vector instance's size and mode."""
+
+    env_id = serializers.CharField(max_length=protocol.MAX_ENV_ID)
+    seed = serializers.IntegerField(required=False, min_value=0)
+    num_envs = serializers.IntegerField(
+        required=False, min_value=1, max_value=protocol.MAX_NUM_ENVS
+    )
+    vectorization_mode = serializers.ChoiceField(
+        protocol.VECTORIZATION_MODES, required=False
+    )
+    render_mode = serializers.CharField(required=False)
+    max_episode_steps = serializers.IntegerField(required=False, min_value=1)
+    kwargs = serializers.DictField(required=False)
+
+
+class V2CreateAnswer(serializers.Serializer):
+    instance_id = serializers.CharField()
+    env_id = serializers.CharField()
+    requested_env_id = serializers.CharField(required=False)
+    warning = serializers.CharField(required=False)
+    num_envs = serializers.IntegerField(allow_null=True)
+    vectorization_mode = serializers.CharField(allow_null=True)
+    autoreset_mode = serializers.CharField(allow_null=True)
+    observation_space = serializers.DictField()
+    action_space = serializers.DictField()
+
+
+class V2ResetSerializer(serializers.Serializer):
+    seed = serializers.IntegerField(required=False, min_value=0)
+    options = serializers.DictField(required=False)
+
+
+class V2StepSerializer(serializers.Serializer):
+    action = serializers.JSONField()
+    seq = serializers.IntegerField(required=False, min_value=1)
+    render = serializers.BooleanField(required=False)
+
+
+class V2ObservationAnswer(serializers.Serializer):
+    observation = serializers.JSONField()
+    info = serializers.DictField()
+
+
+class V2StepAnswer(V2ObservationAnswer):
+    reward = serializers.JSONField()
+    terminated = serializers.JSONField()
+    truncated = serializers.JSONField()
+
+
+class V2BatchItemSerializer(V2StepSerializer):
+    instance_id = serializers.CharField()
+
+
+class V2BatchSerializer(serializers.Serializer):
+    steps = V2BatchItemSerializer(many=True)
+
+
+class V2BatchAnswer(serializers.Serializer):
+    results = serializers.ListField(child=serializers.DictField())
+
+
+V2_CREATE_REQUEST = OpenApiExample(
+    "A vector of 4 CartPoles", value={"env_id": "CartPole-v1", "num_envs": 4, "seed": 0}
+)
+V2_CREATE_ANSWER = OpenApiExample(
+    "A vector of 4 CartPoles",
+    value={
+        "instance_id": doc.EXAMPLE_ID,
+        "env_id": "CartPole-v1",
+        "num_envs": 4,
+        "vectorization_mode": "sync",
+        "autoreset_mode": "next_step",
+        "observation_space": {
+            "name": "Box",
+            "shape": [4],
+            "dtype": "float32",
+            "low": [-4.8, -1e100, -0.41887903, -1e100],
+            "high": [4.8, 1e100, 0.41887903, 1e100],
+        },
+        "action_space": {"name": "Discrete", "n": 2, "start": 0},
+    },
+)
+V2_RESET_REQUEST = OpenApiExample("A seed", value={"seed": 0})
+V2_RESET_ANSWER = OpenApiExample(
+    "CartPole",
+    value={"observation": [0.0273956, -0.00611216, 0.03585979, 0.0197368], "info": {}},
+)
+V2_STEP_REQUEST = OpenApiExample("One action", value={"action": 0})
+V2_STEP_ANSWER = OpenApiExample(
+    "CartPole",
+    value={
+        "observation": [0.02727336, -0.20172954, 0.03625453, 0.32351476],
+        "reward": 1.0,
+        "terminated": False,
+        "truncated": False,
+        "info": {},
+    },
+)
+V2_BATCH_REQUEST = OpenApiExample(
+    "Two instances",
+    value={
+        "steps": [
+            {"instance_id": doc.EXAMPLE_ID, "action": 0},
+            {"instance_id": "feedbeef", "action": 1},
+        ]
+    },
+)
+V2_BATCH_ANSWER = OpenApiExample(
+    "One stepped, one unknown",
+    value={
+        "results": [
+            V2_STEP_ANSWER.value,
+            {"error": {"status": 400, "message": "Instance_id feedbeef unknown"}},
+        ]
+    },
+)
+
+V2_BATCH_MISSING = OpenApiExample(
+    "No steps",
+    value={"message": "A required request parameter <steps> was not provided"},
+)
+
+
+class CreateView(V2View):
+    """Create an instance: one env, or a vector of ``num_envs`` (docs/v2.md)."""
+
+    throttle_classes = [*APIView.throttle_classes, GymCreateThrottle]
+
+    @extend_schema(
+        operation_id="v2_create",
+        request=doc.body(V2CreateSerializer, V2_CREATE_REQUEST),
+        responses={
+            200: doc.ok(V2CreateAnswer, V2_CREATE_ANSWER),
+            400: doc.bad_request(doc.CREATE_MISSING),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        """Create an instance: one env, or a vector of ``num_envs`` sub-envs stepped
+        together (Gymnasium's vector API, autoreset ``next_step``)."""
+        args = protocol.v2_create_args(request.data)
+        answer = services.create(request.user, args)
+        created = services.describe_v2(request.user, answer["instance_id"])
+        return Response({**answer, **created})
+
+
+class ResetView(V2View):
+    @extend_schema(
+        operation_id="v2_reset",
+        parameters=[doc.INSTANCE],
+        request=doc.body(V2ResetSerializer, V2_RESET_REQUEST),
+        responses={
+            200: doc.ok(V2ObservationAnswer, V2_RESET_ANSWER),
+            400: doc.bad_request(doc.UNKNOWN),
+        },
+    )
+    def post(self, request: Request, instance_id: str) -> Response:
+        """Start an episode (a vector instance: all its sub-envs), with this seed
+        and options if given."""
+        args = protocol.v2_reset_args(request.data)
+        answer = services.reset(request.user, instance_id, args=args, raw=True)
+        return Response(self.step_answer(request, instance_id, answer))
+
+
+class StepView(V2View):
+    @extend_schema(
+        operation_id="v2_step",
+        parameters=[doc.INSTANCE],
+        request=doc.body(V2StepSerializer, V2_STEP_REQUEST),
+        responses={
+            200: doc.ok(V2StepAnswer, V2_STEP_ANSWER),
+            400: doc.bad_request(doc.UNKNOWN, doc.STEP_BAD_ACTION),
+            409: doc.error("`seq` out of turn, as v1's.", doc.STEP_SKIPS_AHEAD),
+        },
+    )
+    def post(self, request: Request, instance_id: str) -> Response:
+        """One step (a vector instance: one action per sub-env)."""
+        args = protocol.step_args(request.data)
+        args = protocol.StepArgs(
+            self.wire_action(request, instance_id, args.action), args.render, args.seq
+        )
+        answer = services.step(request.user, instance_id, args, raw=True)
+        return Response(self.step_answer(request, instance_id, answer))
+
+
+class CloseView(V2View):
+    @extend_schema(
+        operation_id="v2_close",
+        parameters=[doc.INSTANCE],
+        request=None,
+        responses={
+            200: doc.ok(s.EmptySerializer),
+            400: doc.bad_request(doc.UNKNOWN),
+        },
+    )
+    def post(self, request: Request, instance_id: str) -> Response:
+        """Close the instance for good."""
+        services.close(request.user, instance_id)
+        return Response({})
+
+
+class BatchStepView(V2View):
+    @extend_schema(
+        operation_id="v2_batch_step",
+        request=doc.body(V2BatchSerializer, V2_BATCH_REQUEST),
+        responses={
+            200: doc.ok(V2BatchAnswer, V2_BATCH_ANSWER),
+            400: doc.bad_request(V2_BATCH_MISSING),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        """Step many of the caller's instances, in order; each item answers its own
+        step or its own ``{"error": {"status", "message"}}``."""
+        items = protocol.v2_batch_args(request.data)
+        return Response({"results": [self.one(request, item) for item in items]})
+
+    def one(self, request: Request, item: protocol.BatchItem) -> dict[str, Any]:
+        try:
+            if item.error is not None:
+                raise item.error
+            assert item.step is not None
+            step = protocol.StepArgs(
+                self.wire_action(request, item.instance_id, item.step.action),
+                item.step.render,
+                item.step.seq,
+            )
+            answer = services.step(request.user, item.instance_id, step, raw=True)
+            return self.step_answer(request, item.instance_id, answer)
+        except Exception as exc:  # each item's own error; the others go on
+            error = as_usage_error(exc)
+            if error is None:
+                log.exception("batched step of %s", item.instance_id)
+                return {"error": {"status": 500, **protocol.internal_error(exc)}}
+            status, body, _ = protocol.error_answer(error)
+            return {"error": {"status": status, **body}}
