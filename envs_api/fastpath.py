@@ -31,10 +31,10 @@ from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from rest_framework.settings import api_settings
 
-from envs_api import authentication, protocol, services
+from envs_api import authentication, protocol, services, v2_wire
 from envs_api.authentication import remembered_user
 from envs_api.exceptions import as_usage_error, refusal_answer
-from envs_api.runtime.errors import Busy
+from envs_api.runtime.errors import Busy, UsageError
 from envs_api.throttles import GymCreateThrottle
 
 ANONYMOUS = AnonymousUser()
@@ -55,6 +55,7 @@ class Request:
     host: str
     remote_addr: str | None
     accept: str = ""
+    content_type: str = ""
     cookie: str = ""
     authorization: str | None = None
     forwarded_for: str | None = None
@@ -93,7 +94,10 @@ def route(req: Request) -> Handler | None:
     if not conf.enabled or req.query:  # oversized bodies never get here: 413 first
         return None
     target = protocol.target(req.path)
-    if target is None or not _plain(req, conf):
+    if target is None:
+        v2 = protocol.v2_target(req.path)
+        return None if v2 is None or not _plain(req, conf) else _v2(req, conf, *v2)
+    if not _plain(req, conf):
         return None
     user = _caller(req, conf)
     if user is None:
@@ -120,6 +124,91 @@ def route(req: Request) -> Handler | None:
         lambda wait: _answer(target.route, use, user, instance_id, req.body, wait),
         conf.journal_waits and name != "action_space_sample",
         route=name,
+    )
+
+
+def _v2(req: Request, conf: _Config, name: str, instance_id: str | None) -> Any:
+    """The fast handler of a v2 step, reset or batched step (docs/v2.md), as
+    ``route``'s of v1: on a live instance of a caller known from memory."""
+    user = _caller(req, conf)
+    if user is None or req.method != "POST":
+        return None
+    binary_in = v2_wire.binary_body(req.content_type)
+    binary_out = v2_wire.binary_answer(req.accept)
+    body = req.body
+    if name == "batch":
+        try:
+            items = protocol.v2_batch_args(v2_wire.load(body, binary_in))
+        except UsageError:
+            return None  # DRF answers the 400
+        if not all(
+            item.error or services.live(user, item.instance_id) for item in items
+        ):
+            return None  # rebuilding an instance needs the registry
+
+        def batch(wait: bool) -> Answer:
+            return _v2_answer(
+                binary_out, v2_wire.batch, user, items, binary_in, binary_out
+            )
+
+        # in a thread, waiting for each instance: a step done is never redone
+        return Handler(batch, True, route="v2_batch_step")
+    assert instance_id is not None
+    if not services.live(user, instance_id):
+        return None
+    if name == "step":
+
+        def step(wait: bool) -> Answer:
+            return _v2_answer(
+                binary_out,
+                lambda: v2_wire.step(
+                    user,
+                    instance_id,
+                    v2_wire.load(body, binary_in),
+                    binary_in,
+                    binary_out,
+                    wait,
+                ),
+            )
+
+        return Handler(step, conf.journal_waits, route="v2_step")
+
+    def reset(wait: bool) -> Answer:
+        return _v2_answer(
+            binary_out,
+            lambda: v2_wire.reset(
+                user, instance_id, v2_wire.load(body, binary_in), binary_out, wait
+            ),
+        )
+
+    return Handler(reset, conf.journal_waits, route="v2_reset")
+
+
+def _v2_answer(binary: bool, call: Callable[..., Any], *args: Any) -> Answer:
+    """A v2 use case's outcome, errors included, in the answer's encoding."""
+    extra: list[tuple[str, str]] = []
+    try:
+        status, data = 200, call(*args)
+    except Busy:
+        raise
+    except Exception as exc:
+        error = as_usage_error(exc)
+        if error is None:
+            log.exception("Unhandled error in the fast path")
+            status, data = 500, protocol.internal_error(exc)
+        else:
+            status, data, extra = protocol.error_answer(error)
+    return Answer(status, [*_v2_headers(binary), *extra], v2_wire.dumps(data, binary))
+
+
+@functools.cache
+def _v2_headers(binary: bool) -> tuple[tuple[str, str], ...]:
+    """The headers of a v2 answer, as DRF's views send them."""
+    return (
+        ("Content-Type", v2_wire.content_type(binary)),
+        ("Vary", protocol.VARY),
+        ("Allow", "POST, OPTIONS"),
+        *protocol.HEADERS,
     )
 
 
@@ -297,6 +386,7 @@ def wsgi_request(environ: dict[str, Any]) -> Request | None:
         or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}",
         remote_addr=environ.get("REMOTE_ADDR"),
         accept=environ.get("HTTP_ACCEPT", ""),
+        content_type=environ.get("CONTENT_TYPE", ""),
         cookie=environ.get("HTTP_COOKIE", ""),
         authorization=environ.get("HTTP_AUTHORIZATION"),
         forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),

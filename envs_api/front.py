@@ -193,7 +193,7 @@ class Front:
         try:
             if handler is _UNROUTED:
                 handler = (
-                    fastpath.route(req) if req.path.startswith("/v1/envs") else None
+                    fastpath.route(req) if req.path.startswith(FAST_PREFIXES) else None
                 )
             loop = asyncio.get_running_loop()
             if handler is None:
@@ -234,10 +234,13 @@ class Front:
         return fastpath.Answer(status, headers, body)
 
 
+# The paths the fast path may answer (fastpath.route decides which).
+FAST_PREFIXES = ("/v1/envs", "/v2/")
 # The headers the fast path reads (the rest matter only to Django).
 _WANTED = {
     b"host",
     b"accept",
+    b"content-type",
     b"cookie",
     b"authorization",
     b"x-forwarded-for",
@@ -275,6 +278,7 @@ def _request(
         host=headers.get("host") or server,
         remote_addr=remote_addr,
         accept=headers.get("accept", ""),
+        content_type=headers.get("content-type", ""),
         cookie=headers.get("cookie", ""),
         authorization=headers.get("authorization"),
         forwarded_for=headers.get("x-forwarded-for"),
@@ -503,7 +507,7 @@ class FrontProtocol(HttpToolsProtocol):
         """Whether the request may take the shortcut (its body is still to come)."""
         url = self.url
         if not (
-            url.startswith(b"/v1/envs/")
+            url.startswith((b"/v1/envs/", b"/v2/"))
             and (self.cycle is None or self.cycle.response_complete)
             # a client pipelining thousands of steps in one packet gets a few
             # answers per turn; the rest wait in uvicorn's queue, which lets

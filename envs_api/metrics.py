@@ -83,6 +83,10 @@ def route_of(method: str, path: str) -> str:
         if target.route.name == "list":
             return "create" if method == "POST" else "list"
         return target.route.name
+    if path.startswith("/v2/"):
+        v2 = protocol.v2_target(path)
+        if v2 is not None:
+            return f"v2_{'batch_step' if v2[0] == 'batch' else v2[0]}"
     for prefix, name in _AREAS:
         if path.startswith(prefix):
             return name
@@ -91,6 +95,7 @@ def route_of(method: str, path: str) -> str:
 
 _AREAS = (
     ("/v1/", "v1_other"),
+    ("/v2/", "v2_other"),
     ("/admin/", "admin"),
     ("/api/", "schema"),
     ("/healthz", "healthz"),

@@ -524,3 +524,16 @@ def v2_batch_args(data: Any) -> list[BatchItem]:
             raw = item.get("instance_id") if isinstance(item, dict) else None
             items.append(BatchItem(raw if isinstance(raw, str) else "", None, exc))
     return items
+
+
+_V2_PATH_RE = re.compile(r"/v2/(?:envs/(?P<id>[^/]+)/(?P<suffix>step|reset)|step)/?")
+
+
+def v2_target(path: str) -> tuple[str, str | None] | None:
+    """The v2 step route a path names: ("step" | "reset", instance id) or ("batch",
+    None); None for any other path (either trailing-slash spelling)."""
+    match = _V2_PATH_RE.fullmatch(path)
+    if match is None:
+        return None
+    instance_id, suffix = match.group("id", "suffix")
+    return ("batch", None) if suffix is None else (suffix, instance_id)

@@ -1,16 +1,13 @@
 """The v2 routes (docs/v2.md): vector instances, batched steps, and typed binary
 arrays in msgpack, over the same services, registry and backend as v1.
 
-A view parses its body (JSON, or msgpack when the Content-Type says so) through the
-protocol, turns a msgpack action into v1's JSON form (what the backend decodes and
-the journal records), calls the service with ``raw=True`` and encodes the answer's
-values by the instance's spaces: as v1's JSON, or with every array a tensor when the
-Accept header asks for msgpack.
+The views are thin: DRF parses the body (JSON, or msgpack when the Content-Type says
+so) and picks the answer's encoding; ``v2_wire`` does the rest, as it does for the
+fast path (fastpath.py), so both answer the same bytes.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from drf_spectacular.utils import OpenApiExample, extend_schema
@@ -19,53 +16,34 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from envs_api import protocol, services
+from envs_api import protocol, services, v2_wire
 from envs_api import schema as doc
 from envs_api import serializers as s
-from envs_api.exceptions import as_usage_error
 from envs_api.parsers import LenientJSONParser, MsgpackParser
 from envs_api.renderers import MsgpackRenderer, StrictJSONRenderer, V2Negotiation
-from envs_api.runtime import codecs, spaces
 from envs_api.throttles import GymCreateThrottle
-
-log = logging.getLogger(__name__)
 
 
 class V2View(APIView):
-    """JSON or msgpack in and out, by Content-Type and Accept."""
+    """JSON or msgpack in and out, by Content-Type and Accept (v2_wire)."""
 
     parser_classes = [MsgpackParser, LenientJSONParser]
     renderer_classes = [StrictJSONRenderer, MsgpackRenderer]
     content_negotiation_class = V2Negotiation
 
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        response["Vary"] = protocol.VARY  # as v1's, and the fast path's, whoever asks
+        return response
+
     def binary_body(self, request: Request) -> bool:
-        return request.content_type.startswith(MsgpackParser.media_type)
+        return v2_wire.binary_body(request.content_type)
 
     def binary_answer(self, request: Request) -> bool:
         renderer = getattr(request, "accepted_renderer", None)
         return isinstance(renderer, MsgpackRenderer)
-
-    def wire_action(self, request: Request, instance_id: str, action: Any) -> Any:
-        """A step's action in v1's JSON form, whatever the body's encoding."""
-        if not self.binary_body(request):
-            return action
-        space = services.wire_spaces(request.user, instance_id)[0]
-        return spaces.to_json(space, codecs.decode(space, action, True))
-
-    def step_answer(
-        self, request: Request, instance_id: str, answer: dict[str, Any]
-    ) -> dict[str, Any]:
-        """A raw step (or reset) answer's values, encoded for the wire."""
-        binary = self.binary_answer(request)
-        space = services.wire_spaces(request.user, instance_id)[1]
-        out = {"observation": codecs.encode(space, answer["observation"], binary)}
-        for name in ("reward", "terminated", "truncated"):
-            if name in answer:
-                out[name] = codecs.encode_plain(answer[name], binary)
-        out["info"] = codecs.encode_info(answer["info"], binary)
-        if "warning" in answer:
-            out["warning"] = answer["warning"]
-        return out
 
 
 class V2CreateSerializer(serializers.Serializer):
@@ -227,9 +205,10 @@ class ResetView(V2View):
     def post(self, request: Request, instance_id: str) -> Response:
         """Start an episode (a vector instance: all its sub-envs), with this seed
         and options if given."""
-        args = protocol.v2_reset_args(request.data)
-        answer = services.reset(request.user, instance_id, args=args, raw=True)
-        return Response(self.step_answer(request, instance_id, answer))
+        binary = self.binary_answer(request)
+        return Response(
+            v2_wire.reset(request.user, instance_id, request.data, binary, wait=True)
+        )
 
 
 class StepView(V2View):
@@ -245,12 +224,12 @@ class StepView(V2View):
     )
     def post(self, request: Request, instance_id: str) -> Response:
         """One step (a vector instance: one action per sub-env)."""
-        args = protocol.step_args(request.data)
-        args = protocol.StepArgs(
-            self.wire_action(request, instance_id, args.action), args.render, args.seq
+        binary_in, binary_out = self.binary_body(request), self.binary_answer(request)
+        return Response(
+            v2_wire.step(
+                request.user, instance_id, request.data, binary_in, binary_out, True
+            )
         )
-        answer = services.step(request.user, instance_id, args, raw=True)
-        return Response(self.step_answer(request, instance_id, answer))
 
 
 class CloseView(V2View):
@@ -282,24 +261,5 @@ class BatchStepView(V2View):
         """Step many of the caller's instances, in order; each item answers its own
         step or its own ``{"error": {"status", "message"}}``."""
         items = protocol.v2_batch_args(request.data)
-        return Response({"results": [self.one(request, item) for item in items]})
-
-    def one(self, request: Request, item: protocol.BatchItem) -> dict[str, Any]:
-        try:
-            if item.error is not None:
-                raise item.error
-            assert item.step is not None
-            step = protocol.StepArgs(
-                self.wire_action(request, item.instance_id, item.step.action),
-                item.step.render,
-                item.step.seq,
-            )
-            answer = services.step(request.user, item.instance_id, step, raw=True)
-            return self.step_answer(request, item.instance_id, answer)
-        except Exception as exc:  # each item's own error; the others go on
-            error = as_usage_error(exc)
-            if error is None:
-                log.exception("batched step of %s", item.instance_id)
-                return {"error": {"status": 500, **protocol.internal_error(exc)}}
-            status, body, _ = protocol.error_answer(error)
-            return {"error": {"status": status, **body}}
+        binary_in, binary_out = self.binary_body(request), self.binary_answer(request)
+        return Response(v2_wire.batch(request.user, items, binary_in, binary_out))

@@ -58,7 +58,7 @@ def with_fast_path(app: WSGIApp) -> WSGIApp:
         return _answer(environ, recorded)
 
     def _answer(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        if environ.get("PATH_INFO", "").startswith("/v1/envs"):
+        if environ.get("PATH_INFO", "").startswith(("/v1/envs", "/v2/")):
             req = fastpath.wsgi_request(environ)
             if req is not None:
                 handler = fastpath.route(req)

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import pytest
 from django.contrib.auth.models import User
 from hypothesis import HealthCheck, given
@@ -27,6 +28,13 @@ from tests.test_fastpath import Answer, call
 
 DEEP = b'{"action": ' + b"[" * 1000 + b"0" + b"]" * 1000 + b"}"
 NESTED_40 = b'{"action": ' + b"[" * 40 + b"0" + b"]" * 40 + b"}"
+
+
+MSGPACK_ANSWER = {"HTTP_ACCEPT": "application/msgpack"}
+MSGPACK_BOTH: dict[str, Any] = {
+    "headers": MSGPACK_ANSWER,
+    "content_type": "application/msgpack",
+}
 
 
 @dataclass(frozen=True)
@@ -163,6 +171,46 @@ CASES = [
     Case("GET", "/v1/envs/", fast=False),
     Case("PUT", "/v1/envs/", b"{}", fast=False),
     Case("GET", "/v1/envs/?format=json", fast=False),
+    # v2 (docs/v2.md): JSON and msgpack either way, errors in the answer's encoding
+    Case("POST", "/v2/envs/{id}/step/", b'{"action": 0}'),
+    Case("POST", "/v2/envs/{id}/step", b'{"action": 1}', headers=MSGPACK_ANSWER),
+    Case("POST", "/v2/envs/{id}/step/", msgpack.packb({"action": 1}), **MSGPACK_BOTH),
+    Case("POST", "/v2/envs/{id}/step/", b'{"action": 7}', headers=MSGPACK_ANSWER),
+    Case("POST", "/v2/envs/{id}/step/", b'{"action": 0, "seq": 5}'),
+    Case("POST", "/v2/envs/{id}/step/", b'{"action": 0}', running=False),
+    Case("POST", "/v2/envs/{id}/step/", b"\xc1", **MSGPACK_BOTH),
+    Case("POST", "/v2/envs/{id}/step/", msgpack.packb([1]), **MSGPACK_BOTH),
+    Case("POST", "/v2/envs/{id}/step/?format=msgpack", b'{"action": 0}', fast=False),
+    Case("POST", "/v2/envs/{id}/reset/", b'{"seed": 3}', headers=MSGPACK_ANSWER),
+    Case("POST", "/v2/envs/{id}/reset/", b""),
+    Case("POST", "/v2/envs/{id}/reset/", b'{"seed": -1}'),
+    Case("POST", "/v2/envs/{id}/reset/", b'{"options": 1}', **MSGPACK_BOTH),
+    Case("GET", "/v2/envs/{id}/step/", fast=False),
+    Case("POST", "/v2/envs/0badc0de/step/", b'{"action": 0}', fast=False),
+    Case(
+        "POST",
+        "/v2/step/",
+        b'{"steps": [{"instance_id": "{id}", "action": 0}, {"action": 1}, 5]}',
+    ),
+    Case(
+        "POST",
+        "/v2/step/",
+        msgpack.packb({"steps": [{"action": 3}, {"instance_id": 5, "action": 0}]}),
+        **MSGPACK_BOTH,
+    ),
+    Case(
+        "POST",
+        "/v2/step/",
+        b'{"steps": [{"instance_id": "{id}", "action": 3}]}',
+        headers=MSGPACK_ANSWER,
+    ),
+    Case(
+        "POST",
+        "/v2/step/",
+        b'{"steps": [{"instance_id": "0badc0de", "action": 0}]}',
+        fast=False,
+    ),
+    Case("POST", "/v2/step/", b'{"steps": 1}', fast=False),
 ]
 
 
@@ -220,16 +268,17 @@ def both(client: APIClient, case: Case, auth: dict[str, str]) -> list[Any]:
         close_all(client)
         instance_id = instance(client, case.running)
         path = (
-            case.route
+            case.route.replace("{id}", instance_id)
             if case.route.startswith("/")
             else f"/v1/envs/{instance_id}/{case.route}"
         )
+        body = case.body.replace(b"{id}", instance_id.encode())
         path, _, query = path.partition("?")
         r = call(
             app,
             case.method,
             path,
-            case.body,
+            body,
             case.content_type,
             QUERY_STRING=query,
             **case.headers,

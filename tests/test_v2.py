@@ -366,3 +366,22 @@ def test_close_through_v2(api: APIClient) -> None:
     assert status == 400
     assert answer == {"message": f"Instance_id {instance_id} unknown"}
     assert EnvInstance.objects.get(instance_id=instance_id).status == "closed"
+
+
+def test_the_admin_shows_a_vector_instance_as_one_with_its_size(
+    as_alice: APIClient, settings: Any
+) -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    settings.GYM_MAX_INSTANCES_PER_USER = 8
+    create(as_alice, env_id="CartPole-v1", num_envs=3)
+    create(as_alice, env_id="CartPole-v1")
+    staff = Client()
+    staff.force_login(User.objects.create_superuser("root", "r@example.com", "pw"))
+
+    listed = staff.get("/admin/envs_api/envinstance/").content.decode()
+    users = staff.get("/admin/auth/user/").content.decode()
+
+    assert listed.count("vector of 3 (sync)") == 1
+    assert "4 / 8 (50%)" in users  # the quota counts the sub-envs

@@ -43,6 +43,14 @@ MAX_ERROR_TEXT = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """An action already decoded into its space's value (v2's msgpack tensors): the
+    env takes ``value`` as it is, and the journal records its JSON form."""
+
+    value: Any
+
+
 class _Diverged(Exception):
     """Replaying a journal did not reproduce what it recorded."""
 
@@ -344,7 +352,8 @@ class _LocalEnv:
                 f"render: this instance cannot render ({self.render_failure}); "
                 "step without render"
             )
-        action = self.decode_action(raw_action)
+        decoded = type(raw_action) is Decoded
+        action = raw_action.value if decoded else self.decode_action(raw_action)
         try:
             obs, reward, terminated, truncated, info = env.step(action)
         except _ENV_INPUT_ERRORS as exc:
@@ -356,6 +365,8 @@ class _LocalEnv:
         answer = self._counted(obs, reward, terminated, truncated, info, raw)
         kept = self.journal
         if kept is not None:
+            if decoded:
+                raw_action = spaces.to_json(self.wire_action_space, action)
             try:
                 kept.step(raw_action, obs, reward, terminated, truncated)
             except (OSError, TypeError, ValueError) as exc:  # the step stands
@@ -711,7 +722,8 @@ class _VectorEnv(_LocalEnv):
         env = self.env
         if self.needs_reset:
             raise UsageError(self._reset_first())
-        action = self.decode_action(raw_action)
+        decoded = type(raw_action) is Decoded
+        action = raw_action.value if decoded else self.decode_action(raw_action)
         try:
             outcome = env.step(action)
         except _ENV_INPUT_ERRORS as exc:
@@ -722,6 +734,8 @@ class _VectorEnv(_LocalEnv):
         answer = self._answer(*outcome)
         kept = self.journal
         if kept is not None:
+            if decoded:
+                raw_action = spaces.to_json(self.wire_action_space, action)
             try:
                 kept.step(raw_action, outcome[:4], 0.0, False, False)
             except (OSError, TypeError, ValueError) as exc:

@@ -1,0 +1,125 @@
+"""v2 on the wire (docs/v2.md): what the DRF views and the fast path share, so that
+both answer the same bytes.
+
+A body is msgpack when its Content-Type says so, else JSON; an answer is msgpack when
+the Accept header asks for it (or ``?format=msgpack``, DRF's way only). A msgpack
+action is turned into v1's JSON form, which the backend decodes and the journal
+records; a raw answer's values are encoded by the instance's spaces.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from envs_api import protocol, services
+from envs_api.exceptions import as_usage_error
+from envs_api.renderers import wants_msgpack
+from envs_api.runtime import codecs
+from envs_api.runtime.backend import Decoded
+
+log = logging.getLogger(__name__)
+MSGPACK = "application/msgpack"
+
+
+def binary_body(content_type: str) -> bool:
+    """Whether a body with this Content-Type is msgpack."""
+    return content_type.strip().lower().startswith(MSGPACK)
+
+
+def binary_answer(accept: str) -> bool:
+    """Whether an Accept header asks for msgpack (renderers.wants_msgpack)."""
+    return "msgpack" in accept and wants_msgpack(accept)
+
+
+def load(body: bytes, binary: bool) -> Any:
+    """A body's value: msgpack (empty or nil: ``{}``) or JSON as v1 reads it."""
+    if not binary:
+        return protocol.loads(body)
+    if not body:
+        return {}
+    data = codecs.unpackb(body)
+    return {} if data is None else data
+
+
+def dumps(data: Any, binary: bool) -> bytes:
+    """An answer's bytes."""
+    return codecs.packb(data) if binary else protocol.dumps(data)
+
+
+def content_type(binary: bool) -> str:
+    return MSGPACK if binary else protocol.CONTENT_TYPE
+
+
+def json_form(user: Any, instance_id: str, args: Any, binary: bool) -> Any:
+    """Step arguments as the backend takes them: v1's JSON form, or a msgpack body's
+    action decoded here by the instance's action space (``Decoded``: checked, not
+    decoded again; the journal records its JSON form)."""
+    if not binary:
+        return args
+    space = services.wire_spaces(user, instance_id)[0]
+    action = Decoded(codecs.decode(space, args.action, True))
+    return protocol.StepArgs(action, args.render, args.seq)
+
+
+def answer(
+    user: Any, instance_id: str, raw: dict[str, Any], binary: bool
+) -> dict[str, Any]:
+    """A raw step (or reset) answer, its values encoded for the wire."""
+    space = services.wire_spaces(user, instance_id)[1]
+    out = {"observation": codecs.encode(space, raw["observation"], binary)}
+    for name in ("reward", "terminated", "truncated"):
+        if name in raw:
+            out[name] = codecs.encode_plain(raw[name], binary)
+    out["info"] = codecs.encode_info(raw["info"], binary)
+    if "warning" in raw:
+        out["warning"] = raw["warning"]
+    return out
+
+
+def step(
+    user: Any,
+    instance_id: str,
+    data: Any,
+    binary_in: bool,
+    binary_out: bool,
+    wait: bool,
+) -> dict[str, Any]:
+    """POST /v2/envs/<id>/step/: one step, encoded."""
+    args = json_form(user, instance_id, protocol.step_args(data), binary_in)
+    raw = services.step(user, instance_id, args, wait=wait, raw=True)
+    return answer(user, instance_id, raw, binary_out)
+
+
+def reset(
+    user: Any, instance_id: str, data: Any, binary_out: bool, wait: bool
+) -> dict[str, Any]:
+    """POST /v2/envs/<id>/reset/: a new episode, encoded."""
+    args = protocol.v2_reset_args(data)
+    raw = services.reset(user, instance_id, wait=wait, args=args, raw=True)
+    return answer(user, instance_id, raw, binary_out)
+
+
+def batch(
+    user: Any, items: list[protocol.BatchItem], binary_in: bool, binary_out: bool
+) -> dict[str, Any]:
+    """POST /v2/step/: each item's step answer, or its own error, in order."""
+    return {"results": [_item(user, item, binary_in, binary_out) for item in items]}
+
+
+def _item(
+    user: Any, item: protocol.BatchItem, binary_in: bool, binary_out: bool
+) -> dict[str, Any]:
+    try:
+        if item.error is not None:
+            raise item.error
+        args = json_form(user, item.instance_id, item.step, binary_in)
+        raw = services.step(user, item.instance_id, args, raw=True)
+        return answer(user, item.instance_id, raw, binary_out)
+    except Exception as exc:  # each item's own error; the others go on
+        error = as_usage_error(exc)
+        if error is None:
+            log.exception("batched step of %s", item.instance_id)
+            return {"error": {"status": 500, **protocol.internal_error(exc)}}
+        status, body, _ = protocol.error_answer(error)
+        return {"error": {"status": status, **body}}
