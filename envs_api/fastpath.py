@@ -146,13 +146,20 @@ def _v2(req: Request, conf: _Config, name: str, instance_id: str | None) -> Any:
         ):
             return None  # rebuilding an instance needs the registry
 
-        def batch(wait: bool) -> Answer:
-            return _v2_answer(
-                binary_out, v2_wire.batch, user, items, binary_in, binary_out
-            )
+        results: list[Any] = []  # kept across calls: a step done is never redone
 
-        # in a thread, waiting for each instance: a step done is never redone
-        return Handler(batch, True, route="v2_batch_step")
+        def batch(wait: bool) -> Answer:
+            def go() -> Any:
+                while len(results) < len(items):  # Busy: go on from here, waiting
+                    item = items[len(results)]
+                    results.append(
+                        v2_wire.item_answer(user, item, binary_in, binary_out, wait)
+                    )
+                return {"results": results}
+
+            return _v2_answer(binary_out, go)
+
+        return Handler(batch, conf.journal_waits, route="v2_batch_step")
     assert instance_id is not None
     if not services.live(user, instance_id):
         return None

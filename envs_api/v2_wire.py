@@ -17,6 +17,7 @@ from envs_api.exceptions import as_usage_error
 from envs_api.renderers import wants_msgpack
 from envs_api.runtime import codecs
 from envs_api.runtime.backend import Decoded
+from envs_api.runtime.errors import Busy
 
 log = logging.getLogger(__name__)
 MSGPACK = "application/msgpack"
@@ -70,7 +71,12 @@ def answer(
     out = {"observation": codecs.encode(space, raw["observation"], binary)}
     for name in ("reward", "terminated", "truncated"):
         if name in raw:
-            out[name] = codecs.encode_plain(raw[name], binary)
+            value = raw[name]
+            # a single env's float and bools as they are (JSON: a finite reward)
+            if type(value) is bool or (binary and type(value) is float):
+                out[name] = value
+            else:
+                out[name] = codecs.encode_plain(value, binary)
     out["info"] = codecs.encode_info(raw["info"], binary)
     if "warning" in raw:
         out["warning"] = raw["warning"]
@@ -104,18 +110,28 @@ def batch(
     user: Any, items: list[protocol.BatchItem], binary_in: bool, binary_out: bool
 ) -> dict[str, Any]:
     """POST /v2/step/: each item's step answer, or its own error, in order."""
-    return {"results": [_item(user, item, binary_in, binary_out) for item in items]}
+    return {
+        "results": [item_answer(user, item, binary_in, binary_out) for item in items]
+    }
 
 
-def _item(
-    user: Any, item: protocol.BatchItem, binary_in: bool, binary_out: bool
+def item_answer(
+    user: Any,
+    item: protocol.BatchItem,
+    binary_in: bool,
+    binary_out: bool,
+    wait: bool = True,
 ) -> dict[str, Any]:
+    """One batched step's answer, or its own error. With ``wait`` False, Busy
+    (another request holds the instance) is raised before anything is stepped."""
     try:
         if item.error is not None:
             raise item.error
         args = json_form(user, item.instance_id, item.step, binary_in)
-        raw = services.step(user, item.instance_id, args, raw=True)
+        raw = services.step(user, item.instance_id, args, wait=wait, raw=True)
         return answer(user, item.instance_id, raw, binary_out)
+    except Busy:
+        raise
     except Exception as exc:  # each item's own error; the others go on
         error = as_usage_error(exc)
         if error is None:
