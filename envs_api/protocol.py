@@ -482,6 +482,11 @@ def v2_reset_args(data: Any) -> ResetArgs:
         raise UsageError(
             f'options: Expected a dictionary of items but got type "{_json_type(options)}".'
         )
+    if options:
+        try:  # the journal keeps them as JSON: a msgpack body's bytes cannot be
+            orjson.dumps(options)
+        except TypeError as exc:
+            raise UsageError(f"options: only JSON values are taken ({exc})") from None
     return ResetArgs(seed, options)
 
 

@@ -131,6 +131,7 @@ def create(user: Any, args: protocol.CreateArgs) -> dict[str, Any]:
     # (48 bits: exact in every database backend, SQLite's decimals included).
     seed = args.seed if args.seed is not None else secrets.randbits(48)
     vector = Vector(args.num_envs, args.vectorization_mode)
+    _check_processes(resolved.env_id, vector)
     with _holding(_create_lock):
         _check_quotas(owner, args.num_envs or 1)
         instance_id = _open_and_register(resolved, make_kwargs, seed, owner, vector)
@@ -149,6 +150,20 @@ class Vector(NamedTuple):
 
 
 SINGLE = Vector()
+
+
+def _check_processes(env_id: str, vector: Vector) -> None:
+    """Refuse a vector instance whose sub-envs would each start a process (async, or
+    an isolated id) past GYM_MAX_ASYNC_ENVS."""
+    if vector.num_envs is None or vector.num_envs <= settings.GYM_MAX_ASYNC_ENVS:
+        return
+    if vector.mode == "async" or envids.isolation_policy.covers(env_id):
+        raise UsageError(
+            f"num_envs: {vector.num_envs} sub-envs in processes of their own "
+            f"(vectorization_mode async, or {env_id} in GYM_ISOLATED_ENVS) pass "
+            f"{settings.GYM_MAX_ASYNC_ENVS}, the limit (GYM_MAX_ASYNC_ENVS); ask for "
+            "fewer, or for sync"
+        )
 
 
 def _check_quotas(owner: int | None, size: int = 1) -> None:

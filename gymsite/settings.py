@@ -172,6 +172,9 @@ GYM_ISOLATED_ENVS = env_list("GYM_ISOLATED_ENVS", [])
 # Seconds an isolated env may take for one call (make, reset, step, render, close)
 # before its process is stopped (0: no limit).
 GYM_ISOLATION_TIMEOUT = env_float("GYM_ISOLATION_TIMEOUT", 30.0)
+# Sub-envs of one v2 vector instance that may each run in a process of their own
+# (vectorization_mode "async", or an id in GYM_ISOLATED_ENVS).
+GYM_MAX_ASYNC_ENVS = env_int("GYM_MAX_ASYNC_ENVS", 8, minimum=1)
 # Make kwargs a client may pass in "kwargs" (render_mode and max_episode_steps are
 # always accepted).
 GYM_ALLOWED_MAKE_KWARGS = env_list("GYM_ALLOWED_MAKE_KWARGS", [])

@@ -385,3 +385,38 @@ def test_the_admin_shows_a_vector_instance_as_one_with_its_size(
 
     assert listed.count("vector of 3 (sync)") == 1
     assert "4 / 8 (50%)" in users  # the quota counts the sub-envs
+
+
+def test_async_sub_envs_are_capped(api: APIClient, settings: Any) -> None:
+    settings.GYM_MAX_ASYNC_ENVS = 2
+    body = {"env_id": "CartPole-v1", "num_envs": 3, "vectorization_mode": "async"}
+
+    status, answer = post(api, "/v2/envs/", body)
+
+    assert status == 400
+    assert answer["message"].startswith(
+        "num_envs: 3 sub-envs in processes of their own (vectorization_mode async, "
+        "or CartPole-v1 in GYM_ISOLATED_ENVS) pass 2, the limit (GYM_MAX_ASYNC_ENVS)"
+    )
+    assert EnvInstance.objects.count() == 0
+    create(api, env_id="CartPole-v1", num_envs=3)  # sync: no processes
+
+
+def test_an_async_vector_instance_equals_sync(api: APIClient) -> None:
+    ids = [
+        create(api, env_id="CartPole-v1", num_envs=2, seed=4, vectorization_mode=mode)[
+            "instance_id"
+        ]
+        for mode in ("sync", "async")
+    ]
+    try:
+        answers = [post(api, f"/v2/envs/{i}/reset/") for i in ids]
+        assert answers[0] == answers[1]
+        for t in range(20):
+            body = {"action": [t % 2, 1 - t % 2]}
+            answers = [post(api, f"/v2/envs/{i}/step/", body) for i in ids]
+            assert answers[0] == answers[1]
+            assert answers[0][0] == 200
+    finally:
+        for i in ids:
+            post(api, f"/v2/envs/{i}/close/")

@@ -210,3 +210,12 @@ def test_a_malformed_body_is_a_400_in_the_answers_encoding(
     answer = msgpack.unpackb(r.content)
     assert list(answer) == ["message"]
     assert answer["message"].startswith(message), answer
+
+
+def test_reset_options_must_be_json_values(api: APIClient) -> None:
+    path = f"/v2/envs/{create(api, env_id='CartPole-v1')}"
+
+    status, answer = call(api, f"{path}/reset/", {"options": {"low": b"\x00"}})
+
+    assert status == 400
+    assert answer["message"].startswith("options: only JSON values are taken")
