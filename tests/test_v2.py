@@ -420,3 +420,30 @@ def test_an_async_vector_instance_equals_sync(api: APIClient) -> None:
     finally:
         for i in ids:
             post(api, f"/v2/envs/{i}/close/")
+
+
+def test_a_v2_retry_answers_the_kept_step(api: APIClient) -> None:
+    made = create(api, env_id="CartPole-v1", num_envs=2, seed=1)
+    path = f"/v2/envs/{made['instance_id']}"
+    post(api, f"{path}/reset/")
+
+    first = post(api, f"{path}/step/", {"action": [0, 1], "seq": 1})
+    for _ in range(3):
+        assert post(api, f"{path}/step/", {"action": [1, 1], "seq": 1}) == first
+    second = post(api, f"{path}/step/", {"action": [1, 0], "seq": 2})
+    assert second[0] == 200
+    assert second != first
+
+
+def test_a_retry_through_the_other_version_is_a_409(api: APIClient) -> None:
+    path = f"/envs/{create(api, env_id='CartPole-v1', seed=1)['instance_id']}"
+    post(api, f"/v2{path}/reset/")
+    assert post(api, f"/v2{path}/step/", {"action": 0, "seq": 1})[0] == 200
+
+    status, answer = post(api, f"/v1{path}/step/", {"action": 0, "seq": 1})
+
+    assert status == 409
+    assert answer == {
+        "message": "seq 1 was applied through the other protocol version (v1 or v2); "
+        "retry it the way it was sent"
+    }

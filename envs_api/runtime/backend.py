@@ -10,6 +10,7 @@ serialized and requests on different instances run side by side. A remote backen
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import pickle
 import threading
@@ -339,7 +340,9 @@ class _LocalEnv:
                 f"the next seq is {done + 1}"
             )
         answer = self.step(raw_action, render, raw)
-        self.answered_seq, self.answered, self.answered_raw = seq, answer, raw
+        # v2's values may be the env's own buffers, which its next step can refill
+        stored = copy.deepcopy(answer) if raw else answer
+        self.answered_seq, self.answered, self.answered_raw = seq, stored, raw
         return answer
 
     def step(self, raw_action: Any, render: bool, raw: bool = False) -> JSONDict:
