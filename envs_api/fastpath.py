@@ -193,18 +193,7 @@ def _v2(req: Request, conf: _Config, name: str, instance_id: str | None) -> Any:
 
 def _v2_answer(binary: bool, call: Callable[..., Any], *args: Any) -> Answer:
     """A v2 use case's outcome, errors included, in the answer's encoding."""
-    extra: list[tuple[str, str]] = []
-    try:
-        status, data = 200, call(*args)
-    except Busy:
-        raise
-    except Exception as exc:
-        error = as_usage_error(exc)
-        if error is None:
-            log.exception("Unhandled error in the fast path")
-            status, data = 500, protocol.internal_error(exc)
-        else:
-            status, data, extra = protocol.error_answer(error)
+    status, data, extra = _outcome(call, *args)
     return Answer(status, [*_v2_headers(binary), *extra], v2_wire.dumps(data, binary))
 
 
@@ -266,19 +255,23 @@ def _with_database(call: Callable[..., Any], *args: Any) -> Any:
 
 def _answer(route: protocol.Route, call: Callable[..., Any], *args: Any) -> Answer:
     """Run a use case and render its outcome, errors included, per the protocol."""
-    extra: list[tuple[str, str]] = []
+    status, data, extra = _outcome(call, *args)
+    return Answer(status, [*_headers(route), *extra], protocol.dumps(data))
+
+
+def _outcome(call: Callable[..., Any], *args: Any) -> tuple[int, Any, list[Any]]:
+    """A use case's status, data and extra headers, its errors rendered as the
+    protocol says (Busy goes up: the front waits for the instance in a thread)."""
     try:
-        status, data = 200, call(*args)
+        return 200, call(*args), []
     except Busy:
         raise
     except Exception as exc:
         error = as_usage_error(exc)
         if error is None:
             log.exception("Unhandled error in the fast path")
-            status, data = 500, protocol.internal_error(exc)
-        else:
-            status, data, extra = protocol.error_answer(error)
-    return Answer(status, [*_headers(route), *extra], protocol.dumps(data))
+            return 500, protocol.internal_error(exc), []
+        return protocol.error_answer(error)
 
 
 @functools.cache

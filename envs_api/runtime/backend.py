@@ -357,29 +357,39 @@ class _LocalEnv:
             )
         decoded = type(raw_action) is Decoded
         action = raw_action.value if decoded else self.decode_action(raw_action)
+        obs, reward, terminated, truncated, info = self._env_step(action)
+        self.steps += 1
+        reward, terminated, truncated = float(reward), bool(terminated), bool(truncated)
+        answer = self._counted(obs, reward, terminated, truncated, info, raw)
+        if self.journal is not None:
+            if decoded:  # the journal keeps v1's JSON form
+                raw_action = spaces.to_json(self.wire_action_space, action)
+            self._journal_step(answer, raw_action, obs, reward, terminated, truncated)
+        if render:
+            self._render(answer)
+        return answer
+
+    def _env_step(self, action: Any) -> Any:
+        """The env's step; what it raises, as the client's error or the env's."""
         try:
-            obs, reward, terminated, truncated, info = env.step(action)
+            return self.env.step(action)
         except _ENV_INPUT_ERRORS as exc:
             raise UsageError(f"The environment rejected the action: {exc}") from None
         except (Exception, SystemExit) as exc:  # the env's own bug: never the server's
             raise self.failed("step", exc) from None
-        self.steps += 1
-        reward, terminated, truncated = float(reward), bool(terminated), bool(truncated)
-        answer = self._counted(obs, reward, terminated, truncated, info, raw)
+
+    def _journal_step(self, answer: JSONDict, *record: Any) -> None:
+        """Journal a step (``Journal.step``'s arguments); base the journal anew when
+        it is due."""
         kept = self.journal
-        if kept is not None:
-            if decoded:
-                raw_action = spaces.to_json(self.wire_action_space, action)
-            try:
-                kept.step(raw_action, obs, reward, terminated, truncated)
-            except (OSError, TypeError, ValueError) as exc:  # the step stands
-                self._journal_lost(exc)
-            else:
-                if kept.since_base >= kept.due:
-                    self._snapshot(kept, answer)
-        if render:
-            self._render(answer)
-        return answer
+        assert kept is not None
+        try:
+            kept.step(*record)
+        except (OSError, TypeError, ValueError) as exc:  # the step stands
+            self._journal_lost(exc)
+        else:
+            if kept.since_base >= kept.due:
+                self._snapshot(kept, answer)
 
     # --- the journal ---
 
@@ -727,25 +737,14 @@ class _VectorEnv(_LocalEnv):
             raise UsageError(self._reset_first())
         decoded = type(raw_action) is Decoded
         action = raw_action.value if decoded else self.decode_action(raw_action)
-        try:
-            outcome = env.step(action)
-        except _ENV_INPUT_ERRORS as exc:
-            raise UsageError(f"The environment rejected the action: {exc}") from None
-        except (Exception, SystemExit) as exc:
-            raise self.failed("step", exc) from None
+        outcome = self._env_step(action)
         self.steps += 1
         answer = self._answer(*outcome)
-        kept = self.journal
-        if kept is not None:
+        if self.journal is not None:
             if decoded:
                 raw_action = spaces.to_json(self.wire_action_space, action)
-            try:
-                kept.step(raw_action, outcome[:4], 0.0, False, False)
-            except (OSError, TypeError, ValueError) as exc:
-                self._journal_lost(exc)
-            else:
-                if kept.since_base >= kept.due:
-                    self._snapshot(kept, answer)
+            # the whole batched outcome in the digest
+            self._journal_step(answer, raw_action, outcome[:4], 0.0, False, False)
         if render and env.render_mode is not None:
             self._render(answer)
         return answer
