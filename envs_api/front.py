@@ -231,6 +231,8 @@ class Front:
             if close is not None:
                 close()
         status, headers = seen
+        # the front writes the body's length itself: Django's own would make two
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         return fastpath.Answer(status, headers, body)
 
 

@@ -316,3 +316,22 @@ def test_a_client_pipelining_thousands_of_steps_does_not_hold_the_loop(
     assert status == 200, data
     # answered all at once, a read of ~2,000 steps held the loop ~0.2 s here
     assert max(waits) < 0.1, waits
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/v1/envs/", b""),  # Django answers
+        ("POST", "/v1/envs/", b'{"env_id": "CartPole-v1"}'),  # the fast path
+        ("GET", "/healthz", b""),
+        ("POST", "/v2/envs/", b'{"env_id": "CartPole-v1"}'),
+    ],
+)
+def test_every_answer_states_its_length_once(
+    front: Server, method: str, path: str, body: bytes
+) -> None:
+    (answer,) = exchange(front, raw(method, path, body))
+
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    lengths = re.findall(rb"(?im)^content-length: *(\d+)\r?$", head + b"\r\n")
+    assert lengths == [str(len(rest)).encode()], head
