@@ -283,6 +283,9 @@ MONITOR_REQUEST = OpenApiExample(
     value={"directory": "/tmp/random-agent-results", "force": True},
 )
 EMPTY_ANSWER = OpenApiExample("Done", value={})
+MONITOR_ANSWER = OpenApiExample(
+    "Random agent", value={"directory": "tmp/random-agent-results"}
+)
 UPLOAD_REQUEST = OpenApiExample(
     "Upload",
     value={"training_dir": "/tmp/random-agent-results", "api_key": "sk_xxx"},

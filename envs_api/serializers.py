@@ -258,8 +258,12 @@ class MemberAnswer(serializers.Serializer):
 
 
 class MonitorAnswer(serializers.Serializer):
-    """Monitoring started: {} unless video cannot be recorded."""
+    """Monitoring started: where the results go (and why video is not recorded)."""
 
+    directory = serializers.CharField(
+        help_text="The results' folder, relative to your own monitor folder: list "
+        "and download them with GET /v2/recordings/.",
+    )
     warning = serializers.CharField(
         required=False,
         help_text="Only when video was asked for but cannot be recorded.",

@@ -25,13 +25,23 @@ from typing import Any, NamedTuple
 import numpy as np
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.http import Http404
+from django.urls import reverse
 from django.utils.timezone import now
 
 from envs_api import metrics, protocol, registry
 from envs_api.models import EnvInstance
-from envs_api.runtime import envids, journal, monitor
-from envs_api.runtime.backend import Counters, LocalBackend, Spaces, Spec
+from envs_api.runtime import envids, frames, journal, monitor
+from envs_api.runtime.backend import (
+    Counters,
+    Episode,
+    Finished,
+    LocalBackend,
+    Spaces,
+    Spec,
+)
 from envs_api.runtime.errors import DatabaseUnavailable, UnknownInstance, UsageError
+from envs_api.runtime.spaces import finite
 
 log = logging.getLogger(__name__)
 
@@ -442,6 +452,114 @@ def observation_contains(
     return {"member": _backend.matches(_use(user, instance_id), props, wait=wait)}
 
 
+def frame(user: Any, instance_id: str, index: int | None = None) -> frames.Frame:
+    """The caller's instance's current state, rendered without stepping (a vector
+    instance's: sub-env ``index``, or all of them)."""
+    return _backend.frame(_use(user, instance_id), index)
+
+
+# --- the summary -----------------------------------------------------------------
+
+
+def summary(user: Any, instance_id: str) -> dict[str, Any]:
+    """The caller's instance at a glance, whatever its status: its registry row, with
+    a live instance's counters (newer than the row's) and episode statistics.
+
+    A summary never rebuilds an instance: one that is active but not live here
+    answers from its row, with ``live`` false, no episode and no history.
+    """
+    if not protocol.instance_id(instance_id):
+        raise UnknownInstance(instance_id)
+    owner = owner_id(user)
+    row = EnvInstance.objects.filter(instance_id=instance_id, owner_id=owner).first()
+    if row is None:
+        raise UnknownInstance(instance_id)
+    answer = {
+        "instance_id": row.instance_id,
+        "env_id": row.env_id,
+        "requested_env_id": row.requested_env_id or None,
+        "status": row.status,
+        "seed": None if row.seed is None else int(row.seed),
+        "num_envs": row.num_envs,
+        "render_mode": row.make_kwargs.get("render_mode"),
+        "step_count": row.step_count,
+        "episode_count": row.episode_count,
+        "created": iso(row.created),
+        "last_used": iso(row.last_used),
+        "closed": None if row.closed is None else iso(row.closed),
+        "close_reason": row.close_reason or None,
+        "last_error": row.last_error or None,
+        "observation_space": row.observation_space,
+        "action_space": row.action_space,
+        "live": False,
+        "episode": None,
+        "episodes": [],
+    }
+    if row.status == ACTIVE and _backend.holds(instance_id, owner):
+        answer.update(_live_summary(instance_id))
+    return answer
+
+
+def _live_summary(instance_id: str) -> dict[str, Any]:
+    """What a live instance's summary takes from memory ({} if it just closed)."""
+    try:
+        episodes = _backend.episodes(instance_id)
+    except UnknownInstance:
+        return {}
+    counters = _backend.peek(instance_id)
+    if counters is None:
+        return {}
+    live: dict[str, Any] = {
+        "step_count": counters.steps,
+        "episode_count": counters.episodes,
+        "last_used": iso(dt(counters.last_used)),
+        "live": True,
+        "episode": _episode(episodes.current),
+        "episodes": [_finished(item) for item in episodes.finished],
+    }
+    if counters.last_error is not None:
+        live["last_error"] = counters.last_error
+    return live
+
+
+def _episode(current: Episode | None) -> dict[str, Any] | None:
+    """The episode in progress in the summary (a vector instance's: lists)."""
+    if current is None:
+        return None
+    returns, started = current.episode_return, current.started
+    if isinstance(started, list):  # one item per sub-env
+        return {
+            "steps": current.steps,
+            "return": [finite(value) for value in returns],
+            "started": [_when(t) for t in started],
+        }
+    return {
+        "steps": current.steps,
+        "return": finite(returns),
+        "started": _when(started),
+    }
+
+
+def _finished(episode: Finished) -> dict[str, Any]:
+    """A finished episode in the summary."""
+    return {
+        "return": finite(episode.episode_return),
+        "length": episode.length,
+        "duration": episode.duration,
+        "ended": iso(dt(episode.ended)),
+    }
+
+
+def _when(timestamp: float | None) -> str | None:
+    """Wall-clock seconds as ISO 8601 (None: unknown)."""
+    return None if timestamp is None else iso(dt(timestamp))
+
+
+def iso(value: datetime) -> str:
+    """A datetime as ISO 8601 in UTC, as DRF writes them: 2026-01-31T12:00:00.5Z."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 # --- restore -------------------------------------------------------------------
 
 
@@ -583,7 +701,8 @@ def monitor_start(
     so a failure changes nothing. Messages name the folder as the client did.
     """
     instance_id = _use(user, instance_id)  # an unknown id outranks a bad directory
-    path = monitor.resolve_directory(monitor_root(user), args.directory)
+    own = monitor_root(user)
+    path = monitor.resolve_directory(own, args.directory)
     stored = str(path.relative_to(Path(settings.GYM_MONITOR_ROOT).resolve()))
     if len(stored) > protocol.MAX_DIRECTORY:
         raise UsageError(
@@ -613,7 +732,11 @@ def monitor_start(
     except BaseException:
         rows.update(**before)
         raise
-    return {"warning": "; ".join(warnings)} if warnings else {}
+    # Where the results go, as the caller would name it in GET /v2/recordings/.
+    answer = {"directory": path.relative_to(own.resolve()).as_posix()}
+    if warnings:
+        answer["warning"] = "; ".join(warnings)
+    return answer
 
 
 def _client_paths(message: str, path: Path, directory: str) -> str:
@@ -630,3 +753,50 @@ def monitor_close(user: Any, instance_id: str) -> None:
     EnvInstance.objects.filter(instance_id=instance_id).update(
         monitor_dir="", monitor_video_every=None
     )
+
+
+# --- recordings: the files under the caller's monitor folder ---------------------
+
+NO_RECORDING = "No such recording of yours: list them with GET /v2/recordings/"
+
+
+def list_recordings(user: Any) -> dict[str, Any]:
+    """GET /v2/recordings/: the caller's recording folders, and whether the listing
+    was cut short (it looks at no more than monitor.MAX_LISTED files and folders)."""
+    files, truncated = monitor.list_recordings(monitor_root(user))
+    folders: dict[str, list[dict[str, Any]]] = {}
+    for file in files:
+        folders.setdefault(file.folder, []).append(
+            {
+                "name": file.name,
+                "path": file.path,
+                "size": file.size,
+                "modified": dt(file.modified).isoformat().replace("+00:00", "Z"),
+                "kind": file.kind,
+                "url": reverse("recordings:file", kwargs={"path": file.path}),
+            }
+        )
+    return {
+        "recordings": [
+            {"directory": folder, "files": listed} for folder, listed in folders.items()
+        ],
+        "truncated": truncated,
+    }
+
+
+def recordings(user: Any) -> list[dict[str, Any]]:
+    """The caller's recording folders (``directory``, as monitor/start answers it),
+    each with its files: name, path, size, modified, kind (stats, video or other), url."""
+    return list_recordings(user)["recordings"]
+
+
+def recording_file(user: Any, relative_path: str) -> Path:
+    """The caller's file at ``relative_path`` (under their monitor folder), or Http404.
+
+    The 404 is the same for a missing file and for anything outside the caller's
+    folder (``..``, absolute paths, symlinks out, other users' files).
+    """
+    path = monitor.recording_path(monitor_root(user), relative_path)
+    if path is None:
+        raise Http404(NO_RECORDING)
+    return path

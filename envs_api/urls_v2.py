@@ -13,5 +13,6 @@ urlpatterns = [
     re_path(rf"^envs/{INSTANCE}/reset/?$", v2.ResetView.as_view(), name="reset"),
     re_path(rf"^envs/{INSTANCE}/step/?$", v2.StepView.as_view(), name="step"),
     re_path(rf"^envs/{INSTANCE}/close/?$", v2.CloseView.as_view(), name="close"),
+    re_path(rf"^envs/{INSTANCE}/frame/?$", v2.FrameView.as_view(), name="frame"),
     re_path(r"^step/?$", v2.BatchStepView.as_view(), name="batch-step"),
 ]

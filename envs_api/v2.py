@@ -1,5 +1,5 @@
-"""The v2 routes (docs/v2.md): vector instances, batched steps, and typed binary
-arrays in msgpack, over the same services, registry and backend as v1.
+"""The v2 routes (docs/v2.md): vector instances, batched steps, frames, and typed
+binary arrays in msgpack, over the same services, registry and backend as v1.
 
 The views are thin: DRF parses the body (JSON, or msgpack when the Content-Type says
 so) and picks the answer's encoding; ``v2_wire`` does the rest, as it does for the
@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+)
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,6 +28,7 @@ from envs_api import schema as doc
 from envs_api import serializers as s
 from envs_api.parsers import LenientJSONParser, MsgpackParser
 from envs_api.renderers import MsgpackRenderer, StrictJSONRenderer, V2Negotiation
+from envs_api.runtime.errors import UsageError
 from envs_api.throttles import GymCreateThrottle
 
 
@@ -263,3 +271,85 @@ class BatchStepView(V2View):
         items = protocol.v2_batch_args(request.data)
         binary_in, binary_out = self.binary_body(request), self.binary_answer(request)
         return Response(v2_wire.batch(request.user, items, binary_in, binary_out))
+
+
+FRAME_INDEX = OpenApiParameter(
+    "index",
+    int,
+    OpenApiParameter.QUERY,
+    description="A vector instance's sub-env, from 0. Absent: all of them (a PNG "
+    "grid, a stacked tensor, or each text under a line naming its sub-env).",
+)
+FRAME_OK = (
+    "The frame: PNG for an rgb_array instance, UTF-8 text for an ansi one. With "
+    "Accept: application/msgpack, a uint8 tensor (H, W, 3) (all of a vector's "
+    "sub-envs: (num_envs, H, W, 3)), or a str (a list of str)."
+)
+FRAME_NO_RENDER_MODE = OpenApiExample(
+    "No render mode",
+    value={
+        "message": f"Instance {doc.EXAMPLE_ID} was created without a render_mode: "
+        'create one with render_mode "rgb_array" (or "ansi") for frames'
+    },
+)
+FRAME_NOT_RESET = OpenApiExample(
+    "Never reset",
+    value={
+        "message": f"Instance {doc.EXAMPLE_ID} has nothing to render yet: reset it "
+        "first"
+    },
+)
+FRAME_BAD_INDEX = OpenApiExample(
+    "Index out of range",
+    value={
+        "message": f"index: 4 is not a sub-env of instance {doc.EXAMPLE_ID}, which "
+        "has 4 (0 to 3)"
+    },
+)
+FRAME_ENV_RAISED = OpenApiExample(
+    "Render raised",
+    value={
+        "message": "The environment raised RuntimeError in render: boom in render "
+        "(call 2)"
+    },
+)
+
+
+class FrameView(V2View):
+    @extend_schema(
+        operation_id="v2_frame",
+        parameters=[doc.INSTANCE, FRAME_INDEX],
+        responses={
+            (200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, FRAME_OK),
+            (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, FRAME_OK),
+            (200, "application/msgpack"): OpenApiResponse(
+                OpenApiTypes.BINARY, FRAME_OK
+            ),
+            400: doc.bad_request(
+                doc.UNKNOWN, FRAME_NO_RENDER_MODE, FRAME_NOT_RESET, FRAME_BAD_INDEX
+            ),
+            500: doc.error(
+                "The environment's render raised: the message names its exception "
+                "(the instance is unchanged; the admin shows it as the last error).",
+                FRAME_ENV_RAISED,
+            ),
+        },
+    )
+    def get(self, request: Request, instance_id: str) -> Any:
+        """Render the instance's current state, without stepping: PNG for
+        rgb_array, text for ansi (msgpack when Accept asks for it)."""
+        index = frame_index(request.query_params.get("index"))
+        frame = services.frame(request.user, instance_id, index)
+        if self.binary_answer(request):
+            return Response(frame.wire())
+        body, content_type = frame.body()
+        return HttpResponse(body, content_type=content_type)
+
+
+def frame_index(raw: str | None) -> int | None:
+    """The ``index`` query parameter: a sub-env's number, or None when absent."""
+    if raw is None or raw == "":
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
+        raise UsageError(f"index: {raw[:20]!r} is not a sub-env's number (0, 1, ...)")
+    return int(raw)

@@ -9,8 +9,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
-from rest_framework import viewsets
+from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from rest_framework import serializers, viewsets
 from rest_framework.authtoken.models import Token
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
@@ -24,6 +24,103 @@ from envs_api import serializers as s
 from envs_api.management.commands.gymserver import SERVER_PID_VARIABLE
 from envs_api.permissions import IsAuthenticatedUser
 from envs_api.throttles import GymCreateThrottle
+
+SUMMARY_ANSWER = inline_serializer(
+    "SummaryAnswer",
+    {
+        "instance_id": serializers.CharField(),
+        "env_id": serializers.CharField(help_text="The Gymnasium id served."),
+        "requested_env_id": serializers.CharField(
+            allow_null=True, help_text="The id asked for, when an alias served it."
+        ),
+        "status": serializers.CharField(help_text="active, closed or expired."),
+        "seed": serializers.IntegerField(allow_null=True),
+        "num_envs": serializers.IntegerField(
+            allow_null=True, help_text="A vector instance's size; null: one env."
+        ),
+        "render_mode": serializers.CharField(allow_null=True),
+        "step_count": serializers.IntegerField(),
+        "episode_count": serializers.IntegerField(),
+        "created": serializers.DateTimeField(),
+        "last_used": serializers.DateTimeField(),
+        "closed": serializers.DateTimeField(allow_null=True),
+        "close_reason": serializers.CharField(allow_null=True),
+        "last_error": serializers.CharField(
+            allow_null=True,
+            help_text="The last exception the environment's own code raised.",
+        ),
+        "observation_space": serializers.DictField(),
+        "action_space": serializers.DictField(),
+        "live": serializers.BooleanField(
+            help_text="Whether the instance is in this server's memory; if not, "
+            "the episode fields are empty (the history is kept in memory only)."
+        ),
+        "episode": inline_serializer(
+            "SummaryEpisode",
+            {
+                "steps": serializers.JSONField(),
+                "return": serializers.JSONField(),
+                "started": serializers.DateTimeField(allow_null=True),
+            },
+            allow_null=True,
+            help_text="The episode in progress (null: none); a vector instance's "
+            "values are lists, one item per sub-env. started is null when the "
+            "episode began before a server restart (or a sub-env awaits its "
+            "autoreset).",
+        ),
+        "episodes": inline_serializer(
+            "FinishedEpisode",
+            {
+                "return": serializers.FloatField(),
+                "length": serializers.IntegerField(),
+                "duration": serializers.FloatField(
+                    allow_null=True, help_text="Seconds; null: began before a restart."
+                ),
+                "ended": serializers.DateTimeField(),
+            },
+            many=True,
+            help_text="The last 100 episodes that ended (terminated or truncated), "
+            "oldest first; an episode abandoned by a reset is not one.",
+        ),
+    },
+)
+SUMMARY_EXAMPLE = OpenApiExample(
+    "CartPole",
+    description="CartPole-v1 seeded with 0: reset, action 0 until the episode "
+    "ended (11 steps), reset, one more step.",
+    value={
+        "instance_id": doc.EXAMPLE_ID,
+        "env_id": "CartPole-v1",
+        "requested_env_id": None,
+        "status": "active",
+        "seed": 0,
+        "num_envs": None,
+        "render_mode": None,
+        "step_count": 12,
+        "episode_count": 2,
+        "created": "2026-11-28T09:00:00.118203Z",
+        "last_used": "2026-11-28T09:00:00.127702Z",
+        "closed": None,
+        "close_reason": None,
+        "last_error": None,
+        "observation_space": doc.OBSERVATION_SPACE_ANSWER.value["info"],
+        "action_space": doc.ACTION_SPACE_ANSWER.value["info"],
+        "live": True,
+        "episode": {
+            "steps": 1,
+            "return": 1.0,
+            "started": "2026-11-28T09:00:00.127034Z",
+        },
+        "episodes": [
+            {
+                "return": 11.0,
+                "length": 11,
+                "duration": 0.006934,
+                "ended": "2026-11-28T09:00:00.126517Z",
+            }
+        ],
+    },
+)
 
 
 class EnvViewSet(viewsets.GenericViewSet):
@@ -77,6 +174,19 @@ class EnvViewSet(viewsets.GenericViewSet):
     def list(self, request: Request) -> Response:
         """List the active instances."""
         return Response({"all_envs": services.list_all(request.user)})
+
+    @extend_schema(
+        operation_id="summary",
+        parameters=[doc.INSTANCE],
+        responses={
+            200: doc.ok(SUMMARY_ANSWER, SUMMARY_EXAMPLE),
+            400: doc.bad_request(doc.UNKNOWN),
+        },
+    )
+    def retrieve(self, request: Request, instance_id: str) -> Response:
+        """Summarize one of your instances, whatever its status: its registry row,
+        counters, and (live instances) its episode statistics."""
+        return Response(services.summary(request.user, instance_id))
 
     @extend_schema(
         operation_id="reset",
@@ -192,7 +302,7 @@ class EnvViewSet(viewsets.GenericViewSet):
         parameters=[doc.INSTANCE],
         request=doc.body(s.MonitorStartSerializer, doc.MONITOR_REQUEST),
         responses={
-            200: doc.ok(s.MonitorAnswer, doc.EMPTY_ANSWER),
+            200: doc.ok(s.MonitorAnswer, doc.MONITOR_ANSWER),
             400: doc.bad_request(doc.UNKNOWN, doc.MONITOR_OUTSIDE),
         },
     )

@@ -12,21 +12,23 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import pickle
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import methodcaller
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import gymnasium as gym
 import numpy as np
 import orjson
 from gymnasium import error as gym_error
 
-from envs_api.runtime import envids, journal, spaces
+from envs_api.runtime import envids, frames, journal, spaces
 from envs_api.runtime.errors import (
     Busy,
     Conflict,
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 MAX_ERROR_TEXT = (
     300  # characters of an env's exception kept as an instance's last error
 )
+EPISODE_HISTORY = 100  # finished episodes kept per instance (the newest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,36 @@ class Counters:
     last_used: float
     last_error: str | None = None
     last_error_at: float | None = None
+
+
+class Finished(NamedTuple):
+    """A finished episode: its return, length (steps), duration (seconds; None when
+    it began before a server restart) and end (wall-clock seconds)."""
+
+    episode_return: float
+    length: int
+    duration: float | None
+    ended: float
+
+
+@dataclass(frozen=True)
+class Episode:
+    """The episode in progress: its steps and return so far, and its start
+    (wall-clock seconds; None when it began before a server restart). A vector
+    instance's are lists, one item per sub-env."""
+
+    steps: int | list[int]
+    episode_return: float | list[float]
+    started: float | None | list[float | None]
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """An instance's episode in progress (None: none is) and its last finished ones,
+    oldest first (at most EPISODE_HISTORY, kept in memory since it was opened)."""
+
+    current: Episode | None
+    finished: list[Finished]
 
 
 class Backend(Protocol):
@@ -180,6 +213,17 @@ class Backend(Protocol):
         """The instance's counters now, or None when it is not live here."""
         ...
 
+    def episodes(self, instance_id: str) -> Episodes:
+        """The instance's episode in progress and its last finished ones."""
+        ...
+
+    def frame(
+        self, instance_id: str, index: int | None = None, *, wait: bool = True
+    ) -> frames.Frame:
+        """Render the instance's current state without stepping (a vector
+        instance's: sub-env ``index``, or all of them)."""
+        ...
+
     def close(self, instance_id: str) -> Counters | None:
         """Close the env for good; its last counters, or None if it was not live."""
         ...
@@ -252,6 +296,9 @@ class _LocalEnv:
         self.episode_steps = 0  # the current episode's length and return so far
         self.episode_return = 0.0
         self.episode_done = False  # its last step terminated or truncated it
+        self.episode_started: float | None = None  # when (wall clock); None: unknown
+        self.history: deque[Finished] = deque(maxlen=EPISODE_HISTORY)
+        self.has_state = False  # reset at least once: the env has something to render
         self.single_action_space, self.single_observation_space = self._single(env)
         # Wrappers (a monitor too) keep the env's spaces: fixed for its life.
         self.wire_action_space = env.action_space
@@ -289,8 +336,7 @@ class _LocalEnv:
             raise self.failed("reset", exc) from None
         self.needs_reset = False
         self.episodes += 1
-        self.episode_steps, self.episode_return = 0, 0.0
-        self.episode_done = False
+        self._begin_episode()
         self.recovery = None
         if start is not None:
             start.update(
@@ -532,6 +578,7 @@ class _LocalEnv:
                 self.episode_return = float(header.get("episode_return", 0.0))
                 self.episode_done = bool(answer and answer.get("done"))
                 self.needs_reset = False
+                self.has_state = True
             else:
                 self._replay_reset(header, "the first observation differs")
             for record in episode.records:
@@ -546,7 +593,16 @@ class _LocalEnv:
             raise
         except (Exception, SystemExit) as exc:
             raise _Diverged(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            self._replayed()
         return answer
+
+    def _replayed(self) -> None:
+        """After a replay: the episodes it went through ended before the restart, at
+        times not kept, so the history starts anew and the episode in progress began
+        at an unknown time."""
+        self.history.clear()
+        self.episode_started = None
 
     def _replay_reset(self, start: JSONDict, differs: str) -> None:
         if start.get("rng") is not None:
@@ -554,8 +610,8 @@ class _LocalEnv:
         obs, _ = self.env.reset(seed=start.get("seed"), options=start.get("options"))
         if journal.fingerprint(obs) != start.get("digest"):
             raise _Diverged(differs)
-        self.episode_steps, self.episode_return = 0, 0.0
-        self.episode_done = self.needs_reset = False
+        self._begin_episode()
+        self.needs_reset = False
 
     def _replay_step(self, digest: int, action: bytes, which: str) -> JSONDict:
         obs, reward, terminated, truncated, info = self.env.step(
@@ -581,7 +637,10 @@ class _LocalEnv:
         values as the env gave them)."""
         self.episode_steps += 1
         self.episode_return += reward
-        self.episode_done = terminated or truncated
+        ended = terminated or truncated
+        if ended and not self.episode_done:  # once: v1 may step on past the end
+            self._finish()
+        self.episode_done = ended
         if raw:
             return {
                 "observation": obs,
@@ -598,6 +657,90 @@ class _LocalEnv:
             "terminated": terminated,
             "truncated": truncated,
         }
+
+    # --- episode statistics ---
+
+    def _begin_episode(self) -> None:
+        """A reset began an episode (a vector instance's: every sub-env's)."""
+        self.episode_steps, self.episode_return = 0, 0.0
+        self.episode_done = False
+        self.episode_started = time.time()
+        self.has_state = True
+
+    def _finish(self) -> None:
+        """Keep the episode a step just ended in the history."""
+        ended = time.time()
+        started = self.episode_started
+        duration = None if started is None else ended - started
+        self.history.append(
+            Finished(self.episode_return, self.episode_steps, duration, ended)
+        )
+
+    def episodes_now(self) -> Episodes:
+        """The episode in progress (None before a reset, after the end, or after the
+        env raised) and the finished ones. A reset before the end abandons an episode:
+        it is not kept, as Gymnasium's RecordEpisodeStatistics keeps none."""
+        current = None
+        if not (self.needs_reset or self.episode_done):
+            current = Episode(
+                self.episode_steps, self.episode_return, self.episode_started
+            )
+        return Episodes(current, list(self.history))
+
+    # --- frames ---
+
+    def frame(self, index: int | None) -> frames.Frame:
+        """Render the current state, without stepping."""
+        mode = self._frame_mode()
+        if index is not None:
+            raise UsageError(
+                f"index: instance {self.spec.instance_id} is a single env, not a vector "
+                "instance; leave index out"
+            )
+        return frames.Frame(mode, self._rendered(self.env.render, mode))
+
+    def _frame_mode(self) -> str:
+        """The render mode, refused unless it gives one frame of the current state."""
+        mode = self.env.render_mode
+        if mode in frames.MODES:
+            return str(mode)
+        if mode is None:
+            raise UsageError(
+                f"Instance {self.spec.instance_id} was created without a render_mode: "
+                'create one with render_mode "rgb_array" (or "ansi") for frames'
+            )
+        raise UsageError(
+            f"Instance {self.spec.instance_id} renders {mode!r}, which gives no single "
+            'frame: create one with render_mode "rgb_array" (or "ansi") for frames'
+        )
+
+    def _rendered(
+        self, render: Callable[[], Any], mode: str, count: int | None = None
+    ) -> Any:
+        """What ``render`` gives: one frame, or ``count`` of them (a list); the env's
+        failure as EnvFailure (noted), or as a 400 before its first reset."""
+        try:
+            out = render()
+        except (Exception, SystemExit) as exc:  # the env's own code: never the server's
+            if not self.has_state:
+                raise UsageError(self._nothing_to_render()) from None
+            raise self._render_failed(exc) from None
+        if not self.has_state and out is None:
+            raise UsageError(self._nothing_to_render())
+        wrong = frames.problem(mode, out, count)
+        if wrong is not None:
+            raise self._render_failed(TypeError(wrong))
+        return frames.copied(out) if count is None else list(map(frames.copied, out))
+
+    def _render_failed(self, exc: BaseException) -> EnvFailure:
+        """Note what the env's render raised; the instance is unchanged."""
+        return EnvFailure(f"The environment raised {self.note('render', exc)}")
+
+    def _nothing_to_render(self) -> str:
+        return (
+            f"Instance {self.spec.instance_id} has nothing to render yet: reset it "
+            "first"
+        )
 
     def _render(self, answer: JSONDict) -> None:
         """Render after a step; a failure is noted, never raised: the step happened."""
@@ -714,6 +857,13 @@ class _VectorEnv(_LocalEnv):
         super().__init__(spec, env, now, kept)
         if kept is not None:
             kept.copyable = False
+        # each sub-env's episode: steps, return, start (NaN: unknown)
+        size = env.num_envs
+        self.sub_steps = np.zeros(size, np.int64)
+        self.sub_returns = np.zeros(size, np.float64)
+        self.sub_started = np.full(size, np.nan)
+        self.autoresetting: Any = None  # the sub-envs the next step resets (a mask)
+        self._ones = np.ones(size, np.int64)  # adding an array: twice as fast as 1
 
     @staticmethod
     def _single(env: Any) -> tuple[gym.Space[Any], gym.Space[Any]]:
@@ -740,6 +890,7 @@ class _VectorEnv(_LocalEnv):
         outcome = self._env_step(action)
         self.steps += 1
         answer = self._answer(*outcome)
+        self._count(answer)
         if self.journal is not None:
             if decoded:
                 raw_action = spaces.to_json(self.wire_action_space, action)
@@ -765,7 +916,86 @@ class _VectorEnv(_LocalEnv):
         outcome = self.env.step(self.decode_action(orjson.loads(action)))
         if journal.fingerprint(outcome[:4]) != digest:
             raise _Diverged(f"{which} differs")
-        return self._answer(*outcome)
+        answer = self._answer(*outcome)
+        self._count(answer)
+        return answer
+
+    # --- episode statistics, per sub-env ---
+
+    def _begin_episode(self) -> None:
+        super()._begin_episode()
+        self.sub_steps[:] = 0
+        self.sub_returns[:] = 0.0
+        self.sub_started[:] = self.episode_started
+        self.autoresetting = None
+
+    def _count(self, answer: JSONDict) -> None:
+        """Count a step into each sub-env's episode, and keep those that ended.
+
+        Autoreset is next_step: the step after a sub-env's last one resets it
+        (reward 0, flags false), so it begins the next episode and is none of its
+        steps. On the step path: a few numpy calls, none per sub-env."""
+        self.sub_steps += self._ones
+        self.sub_returns += answer["reward"]
+        resetting = self.autoresetting
+        if resetting is not None:
+            self.sub_steps[resetting] = 0
+            self.sub_returns[resetting] = 0.0
+            self.sub_started[resetting] = time.time()
+        ended = answer["terminated"] | answer["truncated"]
+        if np.count_nonzero(ended):  # numpy's fastest test of a mask
+            self._finish_sub_envs(ended)
+            self.autoresetting = ended
+        else:
+            self.autoresetting = None
+
+    def _finish_sub_envs(self, ended: Any) -> None:
+        """Keep the episodes of the sub-envs that ``ended`` (in their order)."""
+        now = time.time()
+        for episode_return, length, started in zip(
+            self.sub_returns[ended].tolist(),
+            self.sub_steps[ended].tolist(),
+            self.sub_started[ended].tolist(),
+            strict=True,
+        ):
+            duration = None if math.isnan(started) else now - started
+            self.history.append(Finished(episode_return, length, duration, now))
+
+    def _replayed(self) -> None:
+        super()._replayed()
+        self.sub_started[:] = np.nan
+
+    def episodes_now(self) -> Episodes:
+        current = None
+        if not self.needs_reset:
+            steps, returns = self.sub_steps.copy(), self.sub_returns.copy()
+            started = self.sub_started.copy()
+            if self.autoresetting is not None:  # ended: the next has not begun
+                steps[self.autoresetting] = 0
+                returns[self.autoresetting] = 0.0
+                started[self.autoresetting] = np.nan
+            current = Episode(
+                steps.tolist(),
+                returns.tolist(),
+                [None if math.isnan(t) else t for t in started.tolist()],
+            )
+        return Episodes(current, list(self.history))
+
+    def frame(self, index: int | None) -> frames.Frame:
+        """Render sub-env ``index``'s current state, or every sub-env's (a list)."""
+        mode = self._frame_mode()
+        size = len(self.sub_steps)
+        if index is None:
+            return frames.Frame(mode, self._rendered(self.env.render, mode, size))
+        if not 0 <= index < size:
+            raise UsageError(
+                f"index: {index} is not a sub-env of instance {self.spec.instance_id}, "
+                f"which has {size} (0 to {size - 1})"
+            )
+        subs = getattr(self.env, "envs", None)  # sync: render that one alone
+        if subs is not None:
+            return frames.Frame(mode, self._rendered(subs[index].render, mode))
+        return frames.Frame(mode, self._rendered(self.env.render, mode, size)[index])
 
     def start_monitor(self, *args: Any, **kwargs: Any) -> list[str]:
         raise UsageError(
@@ -964,6 +1194,18 @@ class LocalBackend:
     def peek(self, instance_id: str) -> Counters | None:
         live = self._envs.get(instance_id)
         return None if live is None or live.closed else live.counters()
+
+    def episodes(self, instance_id: str) -> Episodes:
+        """The instance's episode in progress and its last finished ones (reading
+        them is no use of the instance: its last use stays)."""
+        return self._use(
+            instance_id, True, lambda live: live.episodes_now(), touch=False
+        )
+
+    def frame(
+        self, instance_id: str, index: int | None = None, *, wait: bool = True
+    ) -> frames.Frame:
+        return self._use(instance_id, wait, lambda live: live.frame(index))
 
     def close(self, instance_id: str) -> Counters | None:
         with self._lock:

@@ -84,7 +84,8 @@ class RemoteEnv(gym.Env[Any, Any]):
         return self._instance.step(action)
 
     def render(self) -> Any:
-        """The current frame (``rgb_array``: an array), from gymsite's v2 frame route."""
+        """The current frame, from gymsite's v2 frame route: ``rgb_array``, an
+        (H, W, 3) uint8 array; ``ansi``, a str."""
         if self.render_mode is None:
             logger.warn(
                 "render() was called without a render_mode: create the env with "

@@ -194,8 +194,9 @@ class V2Instance:
         return arrays(info) if self._json_vector else info
 
     def frame(self) -> Any:
-        """The instance's current frame, from GET /v2/envs/<id>/frame."""
-        route = self._t.route("GET", self._frame_path, self._type, self._type)
+        """The instance's current frame, from GET /v2/envs/<id>/frame: asked for in
+        msgpack, so an image comes as a tensor (no PNG decoder needed)."""
+        route = self._t.route("GET", self._frame_path, self._type, MSGPACK_TYPE)
         try:
             answer = self._t.call(route, retry=True)
         except GymsiteError as exc:
@@ -390,11 +391,8 @@ def _array_again(value: Any) -> Any:
 
 
 def _frame(answer: Any) -> Any:
-    """A frame answer as an array (a tensor, nested lists, or under a "frame" key)."""
-    if isinstance(answer, dict) and "frame" in answer:
-        answer = answer["frame"]
+    """A frame answer: a tensor as an array (uint8, (H, W, 3); a vector instance's
+    frames stacked), else text (ansi; a vector instance's: a list of texts)."""
     if isinstance(answer, dict):
         return spaces.from_tensor(answer)
-    if isinstance(answer, list):
-        return np.array(answer, dtype=np.uint8)
-    return answer  # text (ansi)
+    return answer
