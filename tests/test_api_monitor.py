@@ -36,7 +36,10 @@ def test_it_records_episode_statistics_under_the_root(
     api: APIClient, cartpole: str, monitor_root: Path
 ) -> None:
     r = start(api, cartpole, directory="/tmp/random-agent-results", force=True)
-    assert (r.status_code, r.json()) == (200, {})
+    assert (r.status_code, r.json()) == (
+        200,
+        {"directory": "tmp/random-agent-results"},  # relative to the caller's folder
+    )
     lengths = [play_episode(api, cartpole) for _ in range(2)]
 
     r = api.post(f"/v1/envs/{cartpole}/monitor/close/")

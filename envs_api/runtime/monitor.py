@@ -3,6 +3,8 @@
 Files keep old gym's names and keys (``openaigym.manifest.<uid>.json``,
 ``openaigym.episode_batch.<uid>.stats.json``, ``openaigym.video.<uid>.video000000.mp4``),
 and every directory a client names is mapped inside the operator's monitor root.
+The recordings (the files under a caller's folder) are listed and found here too,
+never outside that folder.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -18,6 +21,7 @@ import re
 import time
 import uuid
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, SupportsFloat
 
@@ -32,6 +36,10 @@ NO_RGB_ARRAY = (
     'video not recorded: the instance was created without render_mode "rgb_array"'
 )
 NO_MOVIEPY = "video not recorded: moviepy is not installed (pip install -r requirements-video.txt)"
+# A listing looks at no more entries (files and folders) than this.
+MAX_LISTED = 1000
+# A monitor folder's path and a file name in it.
+MAX_RECORDING_PATH = MAX_DIRECTORY_LENGTH + 256
 
 _WINDOWS_FORM = re.compile(r"^([A-Za-z]:|\\)")  # C:\x, C:x, \\server\share, \x
 
@@ -382,3 +390,101 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     partial = _partial(path)
     partial.write_text(json.dumps(data), encoding="utf-8")
     os.replace(partial, path)
+
+
+# --- recordings: the files under one caller's folder ------------------------------
+
+
+@dataclass(frozen=True)
+class RecordedFile:
+    """One file under a listed folder; ``path`` is relative to it, with ``/``."""
+
+    path: str
+    size: int
+    modified: float  # wall-clock seconds
+
+    @property
+    def name(self) -> str:
+        """The file's name."""
+        return posixpath.basename(self.path)
+
+    @property
+    def folder(self) -> str:
+        """The folder holding the file, relative to the listed one ("." for itself)."""
+        return posixpath.dirname(self.path) or "."
+
+    @property
+    def kind(self) -> str:
+        """``stats``, ``video`` or ``other``."""
+        if self.name.endswith(".stats.json"):
+            return "stats"
+        return "video" if self.name.endswith(".mp4") else "other"
+
+
+def list_recordings(
+    root: Path, limit: int = MAX_LISTED
+) -> tuple[list[RecordedFile], bool]:
+    """The files under ``root`` in path order, and whether some were left unseen.
+
+    At most ``limit`` entries (files and folders) are looked at. Symlinked folders
+    are not entered, and a symlink is listed only when ``recording_path`` would
+    serve it: list and download agree.
+    """
+    base = root.resolve()
+    found: list[RecordedFile] = []
+    pending = [""]  # folders to read, relative to base
+    left, truncated = limit, False
+    while pending and not truncated:
+        folder = pending.pop()
+        try:
+            with os.scandir(base / folder) as scan:
+                entries = list(itertools.islice(scan, left + 1))  # one more: cut short?
+        except OSError:  # gone meanwhile, or unreadable: nothing to list there
+            continue
+        truncated = len(entries) > left
+        entries = entries[:left]
+        left -= len(entries)
+        for entry in entries:
+            relative = posixpath.join(folder, entry.name) if folder else entry.name
+            if len(relative) > MAX_RECORDING_PATH or not _utf8(entry.name):
+                continue  # no download URL could name it
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(relative)
+            elif (path := _confined(base, relative)) is not None:
+                with contextlib.suppress(OSError):
+                    stat = path.stat()
+                    found.append(RecordedFile(relative, stat.st_size, stat.st_mtime))
+    found.sort(key=lambda f: (f.folder, f.name))
+    return found, truncated
+
+
+def recording_path(root: Path, relative: str) -> Path | None:
+    """The regular file ``relative`` names under ``root``, resolved; None otherwise.
+
+    None for an empty, over-long or absolute path, a NUL byte, an empty, ``.`` or
+    ``..`` component, a folder, a missing file, and a symlink whose target is not
+    a file under ``root``: one answer, so a caller learns nothing about the rest.
+    """
+    if not relative or len(relative) > MAX_RECORDING_PATH or "\0" in relative:
+        return None
+    if any(part in ("", ".", "..") for part in relative.split("/")):
+        return None  # "" also catches an absolute path and "a//b"
+    return _confined(root.resolve(), relative)
+
+
+def _confined(base: Path, relative: str) -> Path | None:
+    """``base / relative`` with symlinks resolved, if that is a file under ``base``."""
+    try:
+        path = (base / relative).resolve(strict=True)
+        return path if path.is_relative_to(base) and path.is_file() else None
+    except (OSError, RuntimeError, ValueError):  # missing, a symlink loop, a bad name
+        return None
+
+
+def _utf8(name: str) -> bool:
+    """Whether ``name`` is valid UTF-8 (undecodable bytes come as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
