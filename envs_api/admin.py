@@ -1,4 +1,8 @@
-"""The admin: list, filter, search and inspect instances, and close them."""
+"""The admin: list, filter, search and inspect instances, and close them.
+
+An instance's page is read-only (the registry is written by the API): it shows the
+latest frame and the episode-return chart, live, and has a Close button.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,21 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import URLPattern, path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
 from envs_api import services
+from envs_api.dashboard import views as dashboard
 from envs_api.models import EnvInstance
 
 
@@ -98,6 +109,64 @@ class EnvInstanceAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # instances are made through the API
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: EnvInstance | None = None
+    ) -> bool:
+        return False  # the API writes the registry: the page only shows it
+
+    def can_close(self, request: HttpRequest, obj: EnvInstance | None = None) -> bool:
+        """Who may close an instance: whoever Django would let change it."""
+        return super().has_change_permission(request, obj)
+
+    def get_urls(self) -> list[URLPattern]:
+        close = self.admin_site.admin_view(self.close_view)
+        name = f"{self.opts.app_label}_{self.opts.model_name}_close"
+        return [path("<path:object_id>/close/", close, name=name), *super().get_urls()]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        row = self.get_object(request, unquote(object_id))
+        if row is not None:
+            extra_context = {**(extra_context or {}), **self.live_context(request, row)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def live_context(self, request: HttpRequest, row: EnvInstance) -> dict[str, Any]:
+        """What the page's live panel needs: the frame, the chart, the Close button."""
+        info = dashboard.summary_of(row)
+        active = row.status == EnvInstance.Status.ACTIVE
+        return {
+            "live": info,
+            "episode_return": dashboard.number_text(
+                (info["episode"] or {}).get("return")
+            ),
+            "live_active": active,
+            "frame_kind": dashboard.frame_kind(info.get("render_mode")),
+            "summary_url": reverse("dashboard:summary", args=[row.instance_id]),
+            "frame_url": reverse("dashboard:frame", args=[row.instance_id]),
+            "dashboard_url": reverse("dashboard:instance", args=[row.instance_id]),
+            "close_url": reverse("admin:envs_api_envinstance_close", args=[row.pk]),
+            "can_close": active and self.can_close(request, row),
+        }
+
+    @method_decorator(require_POST)
+    def close_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The page's Close button: close the instance, whoever owns it."""
+        row = self.get_object(request, unquote(object_id))
+        if row is None:
+            raise Http404(f"No instance with primary key {object_id!r}")
+        if not self.can_close(request, row):
+            raise PermissionDenied
+        if services.close_any(row.instance_id, "closed from the admin"):
+            self.message_user(request, f"Closed {row}.", messages.SUCCESS)
+        else:
+            self.message_user(request, f"{row} was not active.", messages.WARNING)
+        return redirect("admin:envs_api_envinstance_change", row.pk)
 
     @admin.display(description="size", ordering="num_envs")
     def size(self, obj: EnvInstance) -> str:

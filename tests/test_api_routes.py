@@ -359,7 +359,7 @@ def test_it_closes_with_200_and_an_empty_object(api: APIClient, cartpole: str) -
         ("put", "/v1/envs/", 405),
         ("get", "/v1/envs/abc/reset/", 405),
         ("get", "/v1/nothing/", 404),
-        ("get", "/", 404),
+        ("get", "/nothing", 404),  # "/" is the landing page
         ("post", "/v1/envs/abc/step/extra", 404),
     ],
 )

@@ -1,0 +1,1 @@
+"""The browser side: the landing page at / and the dashboard at /dashboard/."""
