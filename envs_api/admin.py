@@ -181,11 +181,11 @@ class EnvInstanceAdmin(admin.ModelAdmin):
 
     @admin.display(description="action space")
     def action_space_info(self, obj: EnvInstance) -> str:
-        return _pretty(obj.action_space)
+        return _pretty(services.stored_numbers(obj.action_space))
 
     @admin.display(description="observation space")
     def observation_space_info(self, obj: EnvInstance) -> str:
-        return _pretty(obj.observation_space)
+        return _pretty(services.stored_numbers(obj.observation_space))
 
     @admin.action(description="Close selected instances (and their live environments)")
     def close_selected(

@@ -489,8 +489,8 @@ def summary(user: Any, instance_id: str) -> dict[str, Any]:
         "closed": None if row.closed is None else iso(row.closed),
         "close_reason": row.close_reason or None,
         "last_error": row.last_error or None,
-        "observation_space": _stored_numbers(row.observation_space),
-        "action_space": _stored_numbers(row.action_space),
+        "observation_space": stored_numbers(row.observation_space),
+        "action_space": stored_numbers(row.action_space),
         "live": False,
         "episode": None,
         "episodes": [],
@@ -500,14 +500,14 @@ def summary(user: Any, instance_id: str) -> dict[str, Any]:
     return answer
 
 
-def _stored_numbers(value: Any) -> Any:
+def stored_numbers(value: Any) -> Any:
     """A space info as stored, with its numbers as they were written: PostgreSQL's
     jsonb keeps numbers as numeric, and reads v1's ±1e100 bounds back as 101-digit
     integers, which JSON answers cannot carry as such."""
     if isinstance(value, dict):
-        return {key: _stored_numbers(item) for key, item in value.items()}
+        return {key: stored_numbers(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_stored_numbers(item) for item in value]
+        return [stored_numbers(item) for item in value]
     if type(value) is int and not -(2**63) <= value < 2**64:
         return float(value)
     return value
