@@ -1,7 +1,8 @@
 """End to end in a real browser: headless Chromium (the system's, driven by
 Playwright) signs in to a real gymserver, watches an instance an agent is stepping
 (the frame changes, the return chart grows), closes it from the page, and saves
-screenshots of the pages under tests/artifacts/ (the README shows them).
+screenshots of the pages under tests/artifacts/ (not kept in git); with
+UPDATE_SCREENSHOTS=1 they are also copied to docs/screenshots/, which the README shows.
 
 Needs `apt-get install chromium` and `pip install -r requirements-browser.txt`;
 without them the test skips, saying which is missing.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import threading
 import time
@@ -29,6 +31,7 @@ sync_api = pytest.importorskip(
 )
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+SHOWN = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 PASSWORD = "correct horse battery staple"
 
@@ -156,6 +159,10 @@ def test_a_user_watches_an_agent_and_closes_its_instance(
     finally:
         agent.stop.set()
         agent.join(10)
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":  # the README's copies
+        SHOWN.mkdir(parents=True, exist_ok=True)
+        for name in ("dashboard", "instance", "recordings", "landing"):
+            shutil.copyfile(ARTIFACTS / f"{name}.png", SHOWN / f"{name}.png")
 
 
 def watch(page: Any, base: str, instance_id: str, expect: Any) -> None:
