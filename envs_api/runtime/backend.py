@@ -407,10 +407,17 @@ class _LocalEnv:
         self.steps += 1
         reward, terminated, truncated = float(reward), bool(terminated), bool(truncated)
         answer = self._counted(obs, reward, terminated, truncated, info, raw)
-        if self.journal is not None:
+        kept = self.journal
+        if kept is not None:  # inline, not _journal_step: this runs on every step
             if decoded:  # the journal keeps v1's JSON form
                 raw_action = spaces.to_json(self.wire_action_space, action)
-            self._journal_step(answer, raw_action, obs, reward, terminated, truncated)
+            try:
+                kept.step(raw_action, obs, reward, terminated, truncated)
+            except (OSError, TypeError, ValueError) as exc:  # the step stands
+                self._journal_lost(exc)
+            else:
+                if kept.since_base >= kept.due:
+                    self._snapshot(kept, answer)
         if render:
             self._render(answer)
         return answer
@@ -426,7 +433,7 @@ class _LocalEnv:
 
     def _journal_step(self, answer: JSONDict, *record: Any) -> None:
         """Journal a step (``Journal.step``'s arguments); base the journal anew when
-        it is due."""
+        it is due. (A single env's step does the same inline.)"""
         kept = self.journal
         assert kept is not None
         try:
