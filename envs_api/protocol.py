@@ -465,29 +465,74 @@ def v2_create_args(data: Any) -> CreateArgs:
 class ResetArgs:
     """POST /v2/envs/<id>/reset/."""
 
-    seed: int | None = None
+    seed: int | list[int | None] | None = None
     options: dict[str, Any] | None = None
 
 
 def v2_reset_args(data: Any) -> ResetArgs:
-    """Parse a v2 reset body: an optional seed, and options (a JSON object)."""
+    """Parse a v2 reset body: an optional seed (for a vector instance, also a list
+    of one seed or null per sub-env), and options (a JSON object; for a vector
+    instance, ``reset_mask`` names the sub-envs to reset: a list of booleans, or
+    in msgpack a bool tensor). Lengths are the instance's to check."""
     if data is None or data == b"" or data == {}:
         return ResetArgs()
     fields = _fields(data)
     seed = fields.get("seed")
-    if seed is not None:
+    if isinstance(seed, list):
+        seed = _seed_list(seed)
+    elif seed is not None:
         seed = integer("seed", seed, 0, MAX_SEED)
     options = fields.get("options")
     if options is not None and not isinstance(options, dict):
         raise UsageError(
             f'options: Expected a dictionary of items but got type "{_json_type(options)}".'
         )
+    if options and "reset_mask" in options:
+        options = {**options, "reset_mask": _reset_mask(options["reset_mask"])}
     if options:
         try:  # the journal keeps them as JSON: a msgpack body's bytes cannot be
             orjson.dumps(options)
         except TypeError as exc:
             raise UsageError(f"options: only JSON values are taken ({exc})") from None
     return ResetArgs(seed, options)
+
+
+def _seed_list(seeds: list[Any]) -> list[int | None]:
+    """One seed (or null: not reseeded) per sub-env."""
+    if not 1 <= len(seeds) <= MAX_NUM_ENVS:
+        raise UsageError(
+            f"seed: a list of seeds has one per sub-env (1 to {MAX_NUM_ENVS}), "
+            f"not {len(seeds)}"
+        )
+    return [
+        None if seed is None else integer(f"seed[{i}]", seed, 0, MAX_SEED)
+        for i, seed in enumerate(seeds)
+    ]
+
+
+def _reset_mask(mask: Any) -> list[bool]:
+    """options.reset_mask: a list of booleans, or a msgpack tensor of them."""
+    if isinstance(mask, Mapping):  # a typed tensor (msgpack)
+        from envs_api.runtime.codecs import from_tensor  # noqa: PLC0415  # v2 only
+
+        arr = from_tensor(mask)
+        if arr.dtype.kind != "b" or arr.ndim != 1:
+            raise UsageError(
+                f"options.reset_mask: a tensor of bool and one axis, not {arr.dtype} "
+                f"{list(arr.shape)}"
+            )
+        mask = arr.tolist()
+    what = "a list of true or false, one per sub-env (true: reset it)"
+    if not isinstance(mask, list):
+        raise UsageError(f"options.reset_mask: {what}, not {_json_type(mask)}")
+    if not 1 <= len(mask) <= MAX_NUM_ENVS:
+        raise UsageError(f"options.reset_mask: {what}, not {len(mask)} of them")
+    for i, flag in enumerate(mask):
+        if type(flag) is not bool:
+            raise UsageError(
+                f"options.reset_mask: {what}; item {i} is {_json_type(flag)}"
+            )
+    return mask
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
+    extend_schema_field,
 )
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -82,9 +83,40 @@ class V2CreateAnswer(serializers.Serializer):
     action_space = serializers.DictField()
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "integer", "minimum": 0, "maximum": protocol.MAX_SEED},
+            {
+                "type": "array",
+                "items": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": protocol.MAX_SEED,
+                    "nullable": True,
+                },
+                "minItems": 1,
+                "maxItems": protocol.MAX_NUM_ENVS,
+            },
+        ]
+    }
+)
+class VectorSeedField(serializers.JSONField):
+    """One seed, or (a vector instance) one seed or null per sub-env."""
+
+
 class V2ResetSerializer(serializers.Serializer):
-    seed = serializers.IntegerField(required=False, min_value=0)
-    options = serializers.DictField(required=False)
+    seed = VectorSeedField(
+        required=False,
+        help_text="A seed; for a vector instance also a list of one seed (or null: "
+        "not reseeded) per sub-env. An int seeds the sub-envs seed, seed + 1, ...",
+    )
+    options = serializers.DictField(
+        required=False,
+        help_text="The env's reset options. For a vector instance, `reset_mask` (a "
+        "list of one boolean per sub-env, or in msgpack a bool tensor) resets only "
+        "the sub-envs it marks true; the others go on.",
+    )
 
 
 class V2StepSerializer(serializers.Serializer):

@@ -427,9 +427,8 @@ def check_vector_rollout(
         assert env.observation_space == local.observation_space
     assert env.action_space == local.action_space
     assert env.metadata["autoreset_mode"] == local.metadata["autoreset_mode"]
-    partial = env.protocol == "v1"  # v2 resets take one int seed and no reset_mask
-    got = vector_rollout(env, local.action_space, steps, partial)
-    expected = vector_rollout(local, local.action_space, steps, partial)
+    got = vector_rollout(env, local.action_space, steps)
+    expected = vector_rollout(local, local.action_space, steps)
     assert len(got) == len(expected)
     for i, (remote, mine) in enumerate(zip(got, expected, strict=True)):
         for part, (a, b) in enumerate(zip(remote[:-1], mine[:-1], strict=True)):
@@ -440,17 +439,17 @@ def check_vector_rollout(
 
 
 def vector_rollout(
-    env: Any, actions: gym.Space[Any], steps: int, partial: bool
+    env: Any, actions: gym.Space[Any], steps: int
 ) -> list[tuple[Any, ...]]:
-    """Seeded reset, steps across autoresets, and halfway a reseed: of sub-env 1
-    alone if ``partial``, else of all."""
+    """Seeded reset, steps across autoresets, a third of the way a reseed of sub-env
+    1 alone (seeds and a reset_mask), two thirds of the way a reseed of all."""
     actions.seed(4)
     out = [env.reset(seed=5)]
     for step in range(steps):
-        if step == steps // 2 and partial:
+        if step == steps // 3:
             mask = np.array([False, True, False])
             out.append(env.reset(seed=[None, 9, None], options={"reset_mask": mask}))
-        elif step == steps // 2:
+        elif step == 2 * steps // 3:
             out.append(env.reset(seed=9))
         out.append(env.step(actions.sample()))
     return out

@@ -185,6 +185,16 @@ CASES = [
     Case("POST", "/v2/envs/{id}/reset/", b""),
     Case("POST", "/v2/envs/{id}/reset/", b'{"seed": -1}'),
     Case("POST", "/v2/envs/{id}/reset/", b'{"options": 1}', **MSGPACK_BOTH),
+    Case("POST", "/v2/envs/{id}/reset/", b'{"seed": [1, null]}'),
+    Case("POST", "/v2/envs/{id}/reset/", b'{"seed": [1, "x"]}'),
+    Case(
+        "POST",
+        "/v2/envs/{id}/reset/",
+        msgpack.packb(
+            {"options": {"reset_mask": {"dtype": "bool", "shape": [1], "data": b"\1"}}}
+        ),
+        **MSGPACK_BOTH,
+    ),
     Case("GET", "/v2/envs/{id}/step/", fast=False),
     Case("POST", "/v2/envs/0badc0de/step/", b'{"action": 0}', fast=False),
     Case(

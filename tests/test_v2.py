@@ -172,6 +172,140 @@ def test_a_vector_instance_of_a_dict_env_batches_each_key(api: APIClient) -> Non
         equal(remote, here)
 
 
+def test_a_vector_reset_takes_seeds_and_a_reset_mask_as_make_vec_does(
+    api: APIClient,
+) -> None:
+    path = f"/v2/envs/{create(api, env_id='CartPole-v1', num_envs=3)['instance_id']}"
+    local = gym.make_vec("CartPole-v1", num_envs=3, vectorization_mode="sync")
+    rng = np.random.default_rng(3)
+
+    def both_step() -> dict[str, Any]:
+        actions = rng.integers(0, 2, size=3)
+        status, step = post(api, f"{path}/step/", {"action": actions.tolist()})
+        assert status == 200, step
+        obs, rewards, terminated, truncated, _ = local.step(actions)
+        equal(step["observation"], obs)
+        equal(step["reward"], rewards.astype(np.float64))
+        equal(step["terminated"], terminated)
+        return step
+
+    status, reset = post(api, f"{path}/reset/", {"seed": [4, None, 6]})
+    assert status == 200, reset
+    # sub-env 1 was reset unseeded: compare the seeded ones only, then seed all
+    obs = np.asarray(reset["observation"])
+    expected = local.reset(seed=[4, 5, 6])[0]
+    equal(obs[[0, 2]], expected[[0, 2]])
+    status, reset = post(api, f"{path}/reset/", {"seed": [4, 5, 6]})
+    equal(reset["observation"], expected)
+    ended = 0
+    for step_number in range(80):
+        step = both_step()
+        ended += int(np.sum(step["terminated"]))
+        if step_number in (20, 50):  # one sub-env anew, mid-episode or at its end
+            mask = [False, True, step_number == 50]
+            body = {
+                "seed": [None, 30 + step_number, None],
+                "options": {"reset_mask": mask},
+            }
+            status, reset = post(api, f"{path}/reset/", body)
+            assert status == 200, reset
+            obs, _ = local.reset(
+                seed=body["seed"], options={"reset_mask": np.array(mask)}
+            )
+            equal(reset["observation"], obs)
+    assert ended >= 2  # autoresets around the partial resets
+
+
+def test_a_reset_mask_keeps_the_other_sub_envs_episodes(api: APIClient) -> None:
+    made = create(api, env_id="CartPole-v1", num_envs=2, seed=1)
+    path = f"/v2/envs/{made['instance_id']}"
+    post(api, f"{path}/reset/")
+    for _ in range(5):
+        post(api, f"{path}/step/", {"action": [0, 1]})
+
+    status, _ = post(api, f"{path}/reset/", {"options": {"reset_mask": [True, False]}})
+    post(api, f"{path}/step/", {"action": [1, 1]})
+
+    assert status == 200
+    current = api.get(f"/v1/envs/{made['instance_id']}/").json()["episode"]
+    assert current["steps"] == [1, 6]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"seed": [1, 2]}, "seed: 2 seeds for instance "),
+        (
+            {"seed": list(range(1025))},
+            "seed: a list of seeds has one per sub-env (1 to 1024), not 1025",
+        ),
+        ({"seed": [1, -1, 2]}, "seed[1]: Ensure this value is greater than or equal"),
+        ({"seed": [1, "x", 2]}, "seed[1]: A valid integer is required."),
+        ({"options": {"reset_mask": [True]}}, "options.reset_mask: 1 flags for "),
+        (
+            {"options": {"reset_mask": [False, False, False]}},
+            "options.reset_mask: resets no sub-env (all false)",
+        ),
+        ({"options": {"reset_mask": "yes"}}, "options.reset_mask: a list of true "),
+        ({"options": {"reset_mask": [1, 0, 1]}}, "options.reset_mask: a list of true "),
+    ],
+)
+def test_a_vector_reset_refuses_bad_seeds_and_masks(
+    api: APIClient, body: dict[str, Any], message: str
+) -> None:
+    path = f"/v2/envs/{create(api, env_id='CartPole-v1', num_envs=3)['instance_id']}"
+    assert post(api, f"{path}/reset/", {"seed": 0})[0] == 200
+    before = post(api, f"{path}/step/", {"action": [0, 0, 0]})[1]
+
+    status, answer = post(api, f"{path}/reset/", body)
+
+    assert status == 400
+    assert answer["message"].startswith(message), answer
+    # nothing half-applied: the episode goes on from where it was
+    local = gym.make_vec("CartPole-v1", num_envs=3, vectorization_mode="sync")
+    local.reset(seed=0)
+    local.step(np.zeros(3, np.int64))
+    obs = local.step(np.ones(3, np.int64))[0]
+    status, step = post(api, f"{path}/step/", {"action": [1, 1, 1]})
+    equal(step["observation"], obs)
+    assert before["observation"] != step["observation"]
+
+
+def test_a_reset_mask_needs_a_whole_reset_first(api: APIClient) -> None:
+    path = f"/v2/envs/{create(api, env_id='CartPole-v1', num_envs=2)['instance_id']}"
+
+    status, answer = post(
+        api, f"{path}/reset/", {"options": {"reset_mask": [True, False]}}
+    )
+
+    assert status == 400
+    assert (
+        "reset_mask resets some sub-envs of a vector that has been reset whole"
+        in (answer["message"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"seed": [1]}, "seed: a list of seeds is for a vector instance; "),
+        (
+            {"options": {"reset_mask": [True]}},
+            "options.reset_mask is for a vector instance; ",
+        ),
+    ],
+)
+def test_a_single_instance_refuses_seed_lists_and_masks(
+    api: APIClient, body: dict[str, Any], message: str
+) -> None:
+    path = f"/v2/envs/{create(api, env_id='CartPole-v1')['instance_id']}"
+
+    status, answer = post(api, f"{path}/reset/", body)
+
+    assert status == 400
+    assert answer["message"].startswith(message), answer
+
+
 def test_v1_routes_refuse_a_vector_instance(api: APIClient) -> None:
     instance_id = create(api, env_id="CartPole-v1", num_envs=2)["instance_id"]
 
@@ -264,6 +398,13 @@ def test_a_crashed_vector_instance_continues_exactly(
         both("step", {"action": rng.integers(0, 2, size=3).tolist()})
     both("reset")  # a second reset: unseeded, the sub-envs' generators go on
     for _ in range(10):
+        both("step", {"action": rng.integers(0, 2, size=3).tolist()})
+    both(
+        "reset",
+        {"seed": [None, 4, None], "options": {"reset_mask": [False, True, False]}},
+    )
+    both("reset", {"options": {"reset_mask": [False, False, True]}})  # unseeded
+    for _ in range(5):
         both("step", {"action": rng.integers(0, 2, size=3).tolist()})
 
     cache.forget(ids[0])

@@ -219,3 +219,50 @@ def test_reset_options_must_be_json_values(api: APIClient) -> None:
 
     assert status == 400
     assert answer["message"].startswith("options: only JSON values are taken")
+
+
+def test_a_reset_mask_can_be_a_bool_tensor(api: APIClient) -> None:
+    path = f"/v2/envs/{create(api, env_id='CartPole-v1', num_envs=3, seed=6)}"
+    local = gym.make_vec("CartPole-v1", num_envs=3, vectorization_mode="sync")
+    mask = np.array([True, False, True])
+    call(api, f"{path}/reset/")
+    local.reset(seed=6)
+    call(api, f"{path}/step/", {"action": tensor(np.array([1, 0, 1]))})
+    local.step(np.array([1, 0, 1]))
+
+    status, reset = call(
+        api,
+        f"{path}/reset/",
+        {"seed": [8, None, 9], "options": {"reset_mask": tensor(mask)}},
+    )
+
+    assert status == 200, reset
+    obs, _ = local.reset(seed=[8, None, 9], options={"reset_mask": mask})
+    assert np.array_equal(array(reset["observation"]), obs)
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [
+        (
+            np.array([1, 0, 1], np.uint8),
+            "options.reset_mask: a tensor of bool and one ",
+        ),
+        (
+            np.ones((3, 1), np.bool_),
+            "options.reset_mask: a tensor of bool and one axis",
+        ),
+        ({"dtype": "bool", "shape": [3], "data": b"\0\2\0"}, "Not a tensor: bool data"),
+    ],
+)
+def test_a_reset_mask_tensor_is_checked(
+    api: APIClient, mask: Any, message: str
+) -> None:
+    path = f"/v2/envs/{create(api, env_id='CartPole-v1', num_envs=3, seed=6)}"
+    call(api, f"{path}/reset/")
+    body = mask if isinstance(mask, dict) else tensor(mask)
+
+    status, answer = call(api, f"{path}/reset/", {"options": {"reset_mask": body}})
+
+    assert status == 400
+    assert answer["message"].startswith(message), answer

@@ -324,6 +324,13 @@ class _LocalEnv:
         options: JSONDict | None = None,
         raw: bool = False,
     ) -> JSONDict:
+        if not self.BATCHED and (
+            type(seed) is list or options and "reset_mask" in options
+        ):
+            raise UsageError(
+                f"{'seed: a list of seeds' if type(seed) is list else 'options.reset_mask'}"
+                f" is for a vector instance; {self.spec.instance_id} is a single env"
+            )
         if seed is None:
             seed = self.next_seed
         self.next_seed = None
@@ -630,6 +637,7 @@ class _LocalEnv:
         return self._counted(obs, reward, terminated, truncated, info)
 
     REPLAYED_RAW = False  # the form of the answer _replay_step returns
+    BATCHED = False  # a vector: seeds and a reset_mask per sub-env
 
     def _counted(
         self,
@@ -858,6 +866,7 @@ class _VectorEnv(_LocalEnv):
     """
 
     REPLAYED_RAW = True
+    BATCHED = True
     V1_REFUSED = "is a vector instance: use the /v2/ routes"
 
     def __init__(self, spec: Spec, env: Any, now: float, kept: Any = None) -> None:
@@ -884,7 +893,56 @@ class _VectorEnv(_LocalEnv):
     ) -> JSONDict:
         if not raw:
             raise UsageError(f"Instance {self.spec.instance_id} {self.V1_REFUSED}")
-        return super().reset(seed, options, raw)
+        size = len(self.sub_steps)
+        if type(seed) is list and len(seed) != size:
+            raise UsageError(
+                f"seed: {len(seed)} seeds for instance {self.spec.instance_id}, which "
+                f"has {size} sub-envs (one seed or null each)"
+            )
+        mask = None if options is None else options.get("reset_mask")
+        if mask is None:
+            return _LocalEnv.reset(self, seed, options, raw)
+        if len(mask) != size:
+            raise UsageError(
+                f"options.reset_mask: {len(mask)} flags for instance "
+                f"{self.spec.instance_id}, which has {size} sub-envs"
+            )
+        if not any(mask):
+            raise UsageError("options.reset_mask: resets no sub-env (all false)")
+        if self.needs_reset:  # the others have no episode to go on with
+            raise UsageError(
+                self._reset_first() + " (a reset_mask resets some sub-envs of a "
+                "vector that has been reset whole)"
+            )
+        return self._reset_some(seed, options)
+
+    def _reset_some(
+        self, seed: int | list[int | None] | None, options: JSONDict
+    ) -> JSONDict:
+        """Reset the sub-envs that options' reset_mask names; the others go on. In
+        the journal it follows the steps before it (never a base: a replay must
+        begin with the whole vector's reset)."""
+        start = self._episode_start(seed, options)
+        mask = np.array(options["reset_mask"], np.bool_)
+        try:  # Gymnasium pops reset_mask from the options it is given: a copy
+            obs, info = self.env.reset(
+                seed=seed, options={**options, "reset_mask": mask}
+            )
+        except _ENV_INPUT_ERRORS as exc:
+            raise UsageError(f"The environment failed to reset: {exc}") from None
+        except (Exception, SystemExit) as exc:
+            raise self.failed("reset", exc) from None
+        self.episodes += 1
+        self._begin_sub_episodes(mask)
+        self.recovery = None
+        if start is not None:
+            start.update(
+                episodes=self.episodes,
+                steps=self.steps,
+                digest=journal.fingerprint(obs),
+            )
+            self._journal(lambda j: j.reset(start) if j.started else None)
+        return {"observation": obs, "info": info}
 
     def step(self, raw_action: Any, render: bool, raw: bool = False) -> JSONDict:
         if not raw:
@@ -935,6 +993,31 @@ class _VectorEnv(_LocalEnv):
         self.sub_returns[:] = 0.0
         self.sub_started[:] = self.episode_started
         self.autoresetting = None
+
+    def _begin_sub_episodes(self, mask: Any) -> None:
+        """The sub-envs of ``mask`` begin new episodes (a reset_mask): those in
+        progress are dropped, as a reset drops them, and none of them autoresets."""
+        self.sub_steps[mask] = 0
+        self.sub_returns[mask] = 0.0
+        self.sub_started[mask] = time.time()
+        if self.autoresetting is not None:
+            left = self.autoresetting & ~mask
+            self.autoresetting = left if left.any() else None
+
+    def _replay_reset(self, start: JSONDict, differs: str) -> None:
+        options = start.get("options")
+        if not options or options.get("reset_mask") is None:
+            super()._replay_reset(start, differs)
+            return
+        if start.get("rng") is not None:
+            self.env.unwrapped.np_random = journal.generator_from(start["rng"])
+        mask = np.array(options["reset_mask"], np.bool_)
+        obs, _ = self.env.reset(
+            seed=start.get("seed"), options={**options, "reset_mask": mask}
+        )
+        if journal.fingerprint(obs) != start.get("digest"):
+            raise _Diverged(differs)
+        self._begin_sub_episodes(mask)
 
     def _count(self, answer: JSONDict) -> None:
         """Count a step into each sub-env's episode, and keep those that ended.

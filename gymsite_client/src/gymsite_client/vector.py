@@ -34,7 +34,8 @@ class RemoteVectorEnv(VectorEnv[Any, Any, Any]):
     ``seed, seed + 1, ...`` (Gymnasium's rule for an int seed). With
     ``vectorization_mode`` (``"sync"`` or ``"async"``) a v2 server makes the vector
     that way. Rollouts equal ``gymnasium.make_vec(env_id, num_envs,
-    vectorization_mode="sync")``'s, autoreset included (``next_step``).
+    vectorization_mode="sync")``'s, autoreset included (``next_step``), and so do
+    resets with a list of seeds or a ``reset_mask`` option, on v2 and v1 alike.
     """
 
     def __init__(
