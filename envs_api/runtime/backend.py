@@ -394,7 +394,7 @@ class _LocalEnv:
             )
         answer = self.step(raw_action, render, raw)
         # v2's values may be the env's own buffers, which its next step can refill
-        stored = copy.deepcopy(answer) if raw else answer
+        stored = copy.deepcopy(answer) if raw and not self.FRESH_ANSWERS else answer
         self.answered_seq, self.answered, self.answered_raw = seq, stored, raw
         return answer
 
@@ -638,6 +638,7 @@ class _LocalEnv:
 
     REPLAYED_RAW = False  # the form of the answer _replay_step returns
     BATCHED = False  # a vector: seeds and a reset_mask per sub-env
+    FRESH_ANSWERS = False  # a raw step answer shares none of the env's buffers
 
     def _counted(
         self,
@@ -867,6 +868,8 @@ class _VectorEnv(_LocalEnv):
 
     REPLAYED_RAW = True
     BATCHED = True
+    # Gymnasium's vector envs (copy=True, their default) answer copies and new infos
+    FRESH_ANSWERS = True
     V1_REFUSED = "is a vector instance: use the /v2/ routes"
 
     def __init__(self, spec: Spec, env: Any, now: float, kept: Any = None) -> None:
@@ -957,8 +960,12 @@ class _VectorEnv(_LocalEnv):
         answer = self._answer(*outcome)
         self._count(answer)
         if self.journal is not None:
-            if decoded:
-                raw_action = spaces.to_json(self.wire_action_space, action)
+            if decoded:  # its JSON form; integers (a batched Discrete) as they are
+                raw_action = (
+                    action.tolist()
+                    if type(action) is np.ndarray and action.dtype.kind in "iu"
+                    else spaces.to_json(self.wire_action_space, action)
+                )
             # the whole batched outcome in the digest
             self._journal_step(answer, raw_action, outcome[:4], 0.0, False, False)
         if render and env.render_mode is not None:

@@ -13,6 +13,7 @@ what a crafted body can make the server allocate.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Mapping
 from functools import singledispatch
 from typing import Any
@@ -383,11 +384,49 @@ def decode(space: gym.Space[Any], raw: Any, binary: bool) -> Any:
 
 
 def decoder(space: gym.Space[Any], binary: bool) -> Callable[[Any], Any]:
-    """``decode`` for one space, its decoding chosen once (the step path's)."""
+    """``decode`` for one space, its decoding chosen once (the step path's) and kept
+    while the space lives (v2_wire decodes every msgpack step by its instance's)."""
     if not binary:
         return v1.decoder(space)
+    kept = _decoders.get(id(space))
+    if kept is not None and kept[0]() is space:
+        return kept[1]
     unpack = _unpack.dispatch(type(space))
-    return lambda raw: _decoded(space, unpack, raw)
+    if isinstance(space, spaces.MultiDiscrete):  # a vector of Discrete, most often
+        unpack = _multi_discrete_unpacker(space)
+    decode = lambda raw: _decoded(space, unpack, raw)  # noqa: E731
+    if len(_decoders) >= _MAX_DECODERS:  # forget those of closed instances
+        for key, (ref, _) in list(_decoders.items()):
+            if ref() is None:
+                del _decoders[key]
+    if len(_decoders) < _MAX_DECODERS:
+        _decoders[id(space)] = (weakref.ref(space), decode)
+    return decode
+
+
+# decoders by id(space), with a weak reference that tells a reused id (spaces are
+# not hashable); a dict is safe to use from several threads
+_decoders: dict[int, tuple[weakref.ref[Any], Callable[[Any], Any]]] = {}
+_MAX_DECODERS = 4096
+
+
+def _multi_discrete_unpacker(
+    space: spaces.MultiDiscrete,
+) -> Callable[[gym.Space[Any], Any], Any]:
+    """MultiDiscrete's unpacking with its bounds worked out once: one pair of
+    numbers when every element has the same range (a batched Discrete)."""
+    low: Any = space.start
+    high: Any = space.start + space.nvec - 1
+    if low.size and (low == low.flat[0]).all() and (high == high.flat[0]).all():
+        low, high = int(low.flat[0]), int(high.flat[0])
+
+    def unpack(space: gym.Space[Any], raw: Any) -> Any:
+        if not isinstance(raw, Mapping):
+            return v1._decode(space, raw)
+        arr = _tensor(space, raw, space.shape)
+        return _bounded(space, arr, raw, low, high)
+
+    return unpack
 
 
 def _decoded(
@@ -654,11 +693,14 @@ def _bounded(
 ) -> np.ndarray[Any, Any]:
     """Integers of ``arr`` within [low, high] (numbers, or arrays shaped as the space)."""
     ints = _integral(space, arr, raw, bools=False)
-    bad = _outside(ints, *v1._int_range(np.dtype(np.int64)))
-    if bad is None:
-        ints = ints.astype(np.int64)
-        outside = (ints < low) | (ints > high)
-        bad = outside if outside.any() else None
+    if type(low) is int and type(high) is int:  # one range for every element
+        bad = _outside(ints, low, high)
+    else:
+        bad = _outside(ints, *v1._int_range(np.dtype(np.int64)))
+        if bad is None:
+            ints = ints.astype(np.int64)
+            outside = (ints < low) | (ints > high)
+            bad = outside if outside.any() else None
     if bad is not None:
         value, index = _at(ints, bad)
         lows, highs = (
@@ -670,7 +712,7 @@ def _bounded(
             f"{int(highs[index])}]"
         )
         raise v1._Mismatch(raw, space, hint)
-    return ints.astype(space.dtype)
+    return ints.astype(space.dtype, copy=False)  # already a copy of the client's
 
 
 def _outside(arr: np.ndarray[Any, Any], low: int, high: int) -> Any:
