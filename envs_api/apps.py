@@ -3,14 +3,7 @@ import os
 
 from django.apps import AppConfig
 
-# A server draws off screen only ("human" rendering is refused): pygame, which the
-# rgb_array renderers use, gets SDL's dummy drivers (no display or sound device
-# needed, no complaint about a missing one) and keeps its banner out of the log.
-HEADLESS = {
-    "SDL_VIDEODRIVER": "dummy",
-    "SDL_AUDIODRIVER": "dummy",
-    "PYGAME_HIDE_SUPPORT_PROMPT": "1",
-}
+from envs_api.runtime import HEADLESS
 
 
 class EnvsApiConfig(AppConfig):

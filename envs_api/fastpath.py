@@ -31,7 +31,7 @@ from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from rest_framework.settings import api_settings
 
-from envs_api import authentication, protocol, services, v2_wire
+from envs_api import authentication, protocol, services, throttles, v2_wire
 from envs_api.authentication import remembered_user
 from envs_api.exceptions import as_usage_error, refusal_answer
 from envs_api.runtime.errors import Busy, UsageError
@@ -101,12 +101,16 @@ def route(req: Request) -> Handler | None:
         return None
     user = _caller(req, conf)
     if user is None:
-        return _refused(req, target.route) if req.authorization else None
+        if not req.authorization or throttles.shared():  # shared counts: a thread's
+            return None
+        return _refused(req, target.route)
     name = "create" if target.route.name == "list" else target.route.name
     method = "POST" if name == "create" else target.route.methods[0]
     if name not in FAST or req.method != method:
         return None
     if name == "create":
+        if throttles.shared() and api_settings.DEFAULT_THROTTLE_RATES.get("create"):
+            return None  # the shared throttle reads the database: DRF, in a thread
         if not GymCreateThrottle().allow_request(_Caller(req, user), None):
             return None  # DRF answers the 429
         return Handler(
@@ -122,7 +126,7 @@ def route(req: Request) -> Handler | None:
     use = _USES[name]
     return Handler(
         lambda wait: _answer(target.route, use, user, instance_id, req.body, wait),
-        conf.journal_waits and name != "action_space_sample",
+        conf.journal_waits and (name != "action_space_sample" or services.REMOTE),
         route=name,
     )
 
@@ -149,6 +153,11 @@ def _v2(req: Request, conf: _Config, name: str, instance_id: str | None) -> Any:
         results: list[Any] = []  # kept across calls: a step done is never redone
 
         def batch(wait: bool) -> Answer:
+            if services.REMOTE:  # one call per host, in the pool's thread
+                return _v2_answer(
+                    binary_out, v2_wire.batch, user, items, binary_in, binary_out
+                )
+
             def go() -> Any:
                 while len(results) < len(items):  # Busy: go on from here, waiting
                     item = items[len(results)]
@@ -312,8 +321,8 @@ class _Config:
         self.failure_delay = settings.GYM_AUTH_FAILURE_DELAY
         self.header_timeout = settings.GYM_HEADER_TIMEOUT
         self.body_timeout = settings.GYM_BODY_TIMEOUT
-        # GYM_JOURNAL=fsync: a step or reset waits for the disk, so off the event loop
-        self.journal_waits = settings.GYM_JOURNAL == "fsync"
+        # handlers that wait (for the disk, or a host actor): run off the event loop
+        self.journal_waits = settings.GYM_JOURNAL == "fsync" or services.REMOTE
         hosts = settings.ALLOWED_HOSTS
         self.allowed_hosts = (
             [".localhost", "127.0.0.1", "[::1]"]

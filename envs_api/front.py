@@ -35,7 +35,7 @@ from uvicorn.protocols.http.httptools_impl import (
     HttpToolsProtocol,
 )
 
-from envs_api import fastpath, maintenance, metrics, protocol
+from envs_api import fastpath, maintenance, metrics, protocol, services
 from envs_api.runtime.errors import Busy
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,10 @@ class Front:
         )
 
     def start(self) -> None:
+        # Ray's hosts: joined now, on the main thread, before the first request
+        connect = getattr(services.backend(), "connect", None)
+        if connect is not None:
+            connect()
         maintenance.start()
 
     def stop(self) -> None:

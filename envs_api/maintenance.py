@@ -110,6 +110,7 @@ class Memory:
 
 
 memory = Memory()
+HEAL_EVERY = 2.0  # seconds between looks for hosts that Ray restarted (GYM_BACKEND=ray)
 
 
 class Maintenance:
@@ -121,6 +122,7 @@ class Maintenance:
         self._lock = threading.Lock()
         self._last_reap = 0.0
         self._last_flush = 0.0
+        self._last_heal = 0.0
         self._lock_trouble = ""  # "held" (by another server), "database" or none
         self._final_flush_failed = False
 
@@ -155,6 +157,7 @@ class Maintenance:
             ("registry lock", self._keep_lock),  # first: a second server waits less
             ("flush", self._flush),
             ("reap", self._reap),
+            ("heal", self._heal),
             ("credential check", authentication.revalidate),
             ("memory trim", memory.maybe_trim),
         ):
@@ -209,6 +212,12 @@ class Maintenance:
         ):
             self._last_reap = time.monotonic()
             reap()
+
+    def _heal(self) -> None:
+        """Ray: every HEAL_EVERY seconds, rebuild the instances of restarted hosts."""
+        if services.REMOTE and time.monotonic() - self._last_heal >= HEAL_EVERY:
+            self._last_heal = time.monotonic()
+            services.heal()
 
     def stop(self) -> None:
         """Stop the thread, wait for it, and write what is left (safe to call twice).

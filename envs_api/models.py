@@ -31,6 +31,13 @@ class EnvInstance(models.Model):
     vectorization_mode = models.CharField(
         max_length=8, blank=True, help_text="A vector instance's: sync or async."
     )
+    host = models.CharField(
+        max_length=120,
+        blank=True,
+        default="",
+        help_text="Where the live env is (GYM_BACKEND=ray: host actor#incarnation); "
+        "empty: in the server's process.",
+    )
     # Up to 2**64 - 1: clients with unsigned 64-bit seeds (e.g. Rust's u64) exist.
     seed = models.DecimalField(max_digits=20, decimal_places=0, null=True, blank=True)
     owner = models.ForeignKey(

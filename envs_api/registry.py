@@ -8,9 +8,11 @@ ORM would store them, on SQLite and PostgreSQL alike; reads stay with the ORM.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 
 from envs_api.models import EnvInstance
 
@@ -96,6 +98,34 @@ def active_counts(owner: int | None) -> tuple[int, int]:
         )
         total, own = cursor.fetchone()
     return int(total), int(own)
+
+
+CREATE_LOCK_KEY = int.from_bytes(b"gymquota", "big") >> 1  # pg_advisory_xact_lock
+
+
+@contextlib.contextmanager
+def creating(across_processes: bool) -> Iterator[None]:
+    """Hold creates one at a time across every API process (quotas are counted,
+    then the row written): a transaction holding PostgreSQL's advisory lock, or
+    SQLite's write lock. One process (the local backend) needs nothing more than
+    its own thread lock."""
+    if not across_processes:
+        yield
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CREATE_LOCK_KEY])
+        else:  # a write that changes nothing takes SQLite's write lock
+            cursor.execute(f"UPDATE {_table()} SET {_column('host')} = '' WHERE 1 = 0")
+        yield
+
+
+def move(instance_id: str, old: str, new: str) -> bool:
+    """Record that the instance now lives at ``new`` (a host), if the row still says
+    ``old``: of two API processes rebuilding one instance, one wins."""
+    return bool(
+        EnvInstance.objects.filter(instance_id=instance_id, host=old).update(host=new)
+    )
 
 
 def update(instance_id: str, values: dict[str, Any]) -> int:

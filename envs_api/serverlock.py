@@ -12,6 +12,12 @@ takes, without waiting:
   connection of its own, so two servers with different data directories over one
   database are refused too.
 
+With GYM_BACKEND=ray the live envs are in Ray's host actors, which any number of
+servers share: each takes the same locks *shared* (``LOCK_SH``,
+``pg_try_advisory_lock_shared``), so ray servers start beside each other (on one
+machine or several over one PostgreSQL), and a local-backend server, whose lock is
+exclusive, is refused beside them (and they beside it).
+
 The kernel and the database release them when the process ends, however it ends
 (``kill -9`` included): a lock is never stale. Each lock file holds the holder's
 pid and address, for the refusal's message.
@@ -49,6 +55,7 @@ class ServerLock:
         self.files: list[Any] = []
         self.database: Any = None
         self.pid = os.getpid()  # a forked worker holds none of it
+        self.shared = settings.GYM_BACKEND == "ray"  # servers of one Ray cluster
 
     def release(self) -> None:
         """Let go of every lock (when taking them failed half-way; a process's end
@@ -72,9 +79,9 @@ def acquire(address: str) -> ServerLock:
     lock = ServerLock()
     try:
         for path in _lock_files():
-            lock.files.append(_lock_file(path, address))
+            lock.files.append(_lock_file(path, address, lock.shared))
         if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
-            lock.database = _advisory_lock()
+            lock.database = _advisory_lock(lock.shared)
     except BaseException:
         lock.release()
         raise
@@ -92,33 +99,50 @@ def _lock_files() -> list[Path]:
     return paths
 
 
-def _lock_file(path: Path, address: str) -> Any:
+def _lock_file(path: Path, address: str, shared: bool = False) -> Any:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a+")  # noqa: SIM115 (held open for the process's life)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(
+            handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
+        )
     except BlockingIOError:
         handle.seek(0)
-        holder = handle.read().strip() or "another process"
+        holder = handle.read().strip().splitlines() or ["another process"]
         handle.close()
-        raise Held(
-            f"Another gymserver ({holder}) already serves this registry ({path} is "
-            "locked): stop it first, or give this one its own GYM_DATA_DIR and database"
-        ) from None
-    handle.truncate(0)
+        raise Held(_refusal(f"{holder[-1]}", f"{path} is locked", shared)) from None
+    if not shared:
+        handle.truncate(0)
     handle.write(f"pid {os.getpid()}, {address}\n")
     handle.flush()
     return handle
 
 
-def _advisory_lock() -> Any:
+def _refusal(holder: str, how: str, shared: bool) -> str:
+    if shared:
+        return (
+            f"A gymserver with GYM_BACKEND=local ({holder}) serves this registry "
+            f"({how}): its envs are in its own process; stop it first"
+        )
+    return (
+        f"Another gymserver ({holder}) already serves this registry ({how}): stop it "
+        "first, or give this one its own GYM_DATA_DIR and database"
+    )
+
+
+def _advisory_lock(shared: bool = False) -> Any:
     """A connection of its own holding the advisory lock (closing it releases it)."""
     wrapper = connections.create_connection("default")
     wrapper.inc_thread_sharing()  # kept (and closed) by the maintenance thread
     try:
         wrapper.ensure_connection()
         with wrapper.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [ADVISORY_KEY])
+            cursor.execute(
+                "SELECT pg_try_advisory_lock_shared(%s)"
+                if shared
+                else "SELECT pg_try_advisory_lock(%s)",
+                [ADVISORY_KEY],
+            )
             (locked,) = cursor.fetchone()
             if not locked:
                 cursor.execute(
@@ -139,6 +163,8 @@ def _advisory_lock() -> Any:
     if not locked:
         wrapper.close()
         name = settings.DATABASES["default"]["NAME"]
+        if shared:
+            raise Held(_refusal(holder, f"the lock of database {name}", shared))
         raise Held(
             f"Another gymserver already serves the registry in database {name} ({holder} "
             "holds its lock): stop it first, or give this one its own database"
@@ -164,7 +190,7 @@ def keep() -> bool:
         with contextlib.suppress(Exception):
             lock.database.close()
         lock.database = None
-    lock.database = _advisory_lock()
+    lock.database = _advisory_lock(lock.shared)
     return True
 
 

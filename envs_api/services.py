@@ -16,11 +16,12 @@ import logging
 import re
 import secrets
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from django.conf import settings
@@ -40,10 +41,17 @@ from envs_api.runtime.backend import (
     Spaces,
     Spec,
 )
-from envs_api.runtime.errors import DatabaseUnavailable, UnknownInstance, UsageError
+from envs_api.runtime.errors import (
+    DatabaseUnavailable,
+    Gone,
+    RayUnavailable,
+    UnknownInstance,
+    UsageError,
+)
 from envs_api.runtime.spaces import finite
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ACTIVE = EnvInstance.Status.ACTIVE
 # Usernames are [\w.@+-]; "~" can be in none, so these folders clash with no user's.
@@ -65,7 +73,35 @@ def journal_store() -> journal.Store | None:
     )
 
 
-_backend = LocalBackend(journals=journal_store())
+def make_backend() -> Any:
+    """The backend GYM_BACKEND asks for: this process's envs, or Ray's host actors."""
+    if settings.GYM_BACKEND != "ray":
+        return LocalBackend(journals=journal_store())
+    from envs_api.runtime.hosts import HostConfig, RayBackend, RayConfig
+
+    store = journal_store()
+    return RayBackend(
+        RayConfig(
+            address=settings.RAY_ADDRESS,
+            namespace=settings.GYM_RAY_NAMESPACE,
+            hosts=settings.GYM_RAY_HOSTS,
+            timeout=settings.GYM_RAY_TIMEOUT,
+            host=HostConfig(
+                None if store is None else store.settings,
+                tuple(settings.GYM_ISOLATED_ENVS),
+                float(settings.GYM_ISOLATION_TIMEOUT),
+                tuple(settings.GYM_RAY_HOST_IMPORTS),
+            ),
+            code=str(settings.BASE_DIR),
+        ),
+        journals=store,
+    )
+
+
+_backend = make_backend()
+# Whether each use of the backend is a call to another process (Ray's hosts): the
+# fast path then answers off the event loop.
+REMOTE = bool(getattr(_backend, "remote", False))
 # Serializes rebuilding instances from the registry with closing them.
 _registry_lock = threading.Lock()
 # Serializes quota checks with the row writes they allow.
@@ -142,7 +178,7 @@ def create(user: Any, args: protocol.CreateArgs) -> dict[str, Any]:
     seed = args.seed if args.seed is not None else secrets.randbits(48)
     vector = Vector(args.num_envs, args.vectorization_mode)
     _check_processes(resolved.env_id, vector)
-    with _holding(_create_lock):
+    with _holding(_create_lock), registry.creating(across_processes=REMOTE):
         _check_quotas(owner, args.num_envs or 1)
         instance_id = _open_and_register(resolved, make_kwargs, seed, owner, vector)
     answer: dict[str, Any] = {"instance_id": instance_id, "env_id": resolved.env_id}
@@ -246,7 +282,14 @@ def _insert(spec: Spec, resolved: envids.Resolved, spaces: Spaces) -> None:
         observation_space=spaces.observation,
         num_envs=spec.num_envs,
         vectorization_mode="" if spec.num_envs is None else spec.vectorization_mode,
+        host=_where(spec.instance_id),
     )
+
+
+def _where(instance_id: str) -> str:
+    """Where the live instance is (a host actor, ``name#incarnation``); "": here."""
+    where = getattr(_backend, "where", None)
+    return "" if where is None else str(where(instance_id))
 
 
 def list_all(user: Any) -> dict[str, str]:
@@ -356,6 +399,18 @@ def _use(user: Any, instance_id: str) -> str:
     return instance_id
 
 
+def _live(user: Any, instance_id: str, call: Callable[[str], T]) -> T:
+    """``call`` on the caller's live instance. A host that lost it (Ray restarted
+    the host: ``Gone``, before anything was applied) has it rebuilt from the
+    registry and its journal first, then ``call`` runs once there."""
+    _use(user, instance_id)
+    try:
+        return call(instance_id)
+    except Gone:
+        _restore(instance_id, owner_id(user))
+        return call(instance_id)
+
+
 def reset(
     user: Any,
     instance_id: str,
@@ -366,14 +421,16 @@ def reset(
 ) -> dict[str, Any]:
     """Start an episode (v2: with ``args``' seed and options, and ``raw`` values)."""
     if args is None and not raw:
-        return _backend.reset(_use(user, instance_id), wait=wait)
+        if not REMOTE:
+            return _backend.reset(_use(user, instance_id), wait=wait)
+        return _live(user, instance_id, lambda i: _backend.reset(i, wait=wait))
     args = args or protocol.ResetArgs()
-    return _backend.reset(
-        _use(user, instance_id),
-        wait=wait,
-        seed=args.seed,
-        options=args.options,
-        raw=raw,
+    return _live(
+        user,
+        instance_id,
+        lambda i: _backend.reset(
+            i, wait=wait, seed=args.seed, options=args.options, raw=raw
+        ),
     )
 
 
@@ -386,9 +443,51 @@ def step(
     raw: bool = False,
 ) -> dict[str, Any]:
     """Run one timestep (``raw``: v2's values, encoded by the caller)."""
-    return _backend.step(
-        _use(user, instance_id), args.action, args.render, args.seq, wait=wait, raw=raw
+    if not REMOTE:  # the step path: no wrapper
+        return _backend.step(
+            _use(user, instance_id),
+            args.action,
+            args.render,
+            args.seq,
+            wait=wait,
+            raw=raw,
+        )
+    return _live(
+        user,
+        instance_id,
+        lambda i: _backend.step(
+            i, args.action, args.render, args.seq, wait=wait, raw=raw
+        ),
     )
+
+
+def steps(
+    user: Any, items: list[tuple[str, protocol.StepArgs]]
+) -> list[dict[str, Any] | Exception]:
+    """Several raw steps (v2's batch) on a remote backend, in one call per host:
+    each item's answer, or the exception that is its error."""
+    out: list[dict[str, Any] | Exception] = [UsageError("not stepped")] * len(items)
+    todo: list[int] = []
+    for i, (instance_id, _) in enumerate(items):
+        try:
+            _use(user, instance_id)
+            todo.append(i)
+        except Exception as exc:  # each item's own: an unknown id, a lost row...
+            out[i] = exc
+    answers = _backend.steps(
+        [
+            (items[i][0], items[i][1].action, items[i][1].render, items[i][1].seq, True)
+            for i in todo
+        ]
+    )
+    for i, answer in zip(todo, answers, strict=True):
+        if isinstance(answer, Gone):  # its host restarted: rebuilt, then stepped alone
+            try:
+                answer = step(user, items[i][0], items[i][1], raw=True)
+            except Exception as exc:
+                answer = exc
+        out[i] = answer
+    return out
 
 
 def wire_spaces(user: Any, instance_id: str) -> tuple[Any, Any]:
@@ -423,7 +522,7 @@ def vector_of(user: Any, instance_id: str) -> Vector:
 
 def sample(user: Any, instance_id: str, *, wait: bool = True) -> dict[str, Any]:
     """A random action."""
-    return {"action": _backend.sample(_use(user, instance_id), wait=wait)}
+    return {"action": _live(user, instance_id, lambda i: _backend.sample(i, wait=wait))}
 
 
 def action_space(user: Any, instance_id: str) -> dict[str, Any]:
@@ -440,22 +539,29 @@ def action_contains(
     user: Any, instance_id: str, x: str, *, wait: bool = True
 ) -> dict[str, Any]:
     """Whether the path segment ``x`` is a member of the action space."""
-    instance_id = _use(user, instance_id)
     value = protocol.literal(x)
-    return {"member": _backend.contains(instance_id, value, wait=wait)}
+    return {
+        "member": _live(
+            user, instance_id, lambda i: _backend.contains(i, value, wait=wait)
+        )
+    }
 
 
 def observation_contains(
     user: Any, instance_id: str, props: Any, *, wait: bool = True
 ) -> dict[str, Any]:
     """Whether each given property equals the observation space's info."""
-    return {"member": _backend.matches(_use(user, instance_id), props, wait=wait)}
+    return {
+        "member": _live(
+            user, instance_id, lambda i: _backend.matches(i, props, wait=wait)
+        )
+    }
 
 
 def frame(user: Any, instance_id: str, index: int | None = None) -> frames.Frame:
     """The caller's instance's current state, rendered without stepping (a vector
     instance's: sub-env ``index``, or all of them)."""
-    return _backend.frame(_use(user, instance_id), index)
+    return _live(user, instance_id, lambda i: _backend.frame(i, index))
 
 
 # --- the summary -----------------------------------------------------------------
@@ -593,13 +699,54 @@ def _restore(instance_id: str, owner: int | None) -> None:
                 f"Instance_id {instance_id} was closed by the server: {row.close_reason}; "
                 "create a new instance"
             )
+        attach = getattr(_backend, "attach", None)  # Ray: live in its host still?
+        if row.host and attach is not None and attach(instance_id, row.host):
+            return
         _rebuild(row)
     log.info("restored instance %s (%s) from the registry", instance_id, row.env_id)
 
 
 def _rebuild(row: EnvInstance) -> None:
     """Open a registry row's env again, checked against today's allowlists, and
-    continue its episode from the journal."""
+    continue its episode from the journal.
+
+    On Ray's hosts, several API processes may set out to rebuild one instance: the
+    row is claimed first (its host set to a claim, if it still names the old one),
+    so that one does it, and only one replays its journal."""
+    claim = _claim(row) if REMOTE else None
+    try:
+        _reopen(row)
+    except BaseException:
+        if claim is not None:  # another may try
+            registry.move(row.instance_id, claim, row.host)
+        raise
+    if claim is not None:
+        registry.move(row.instance_id, claim, _where(row.instance_id))
+
+
+REBUILDING = "rebuilding:"  # a row's host while an API process rebuilds it
+
+
+def _claim(row: EnvInstance) -> str:
+    """Claim the row for rebuilding, or raise a 503 while another process does (a
+    claim older than twice GYM_RAY_TIMEOUT was abandoned: taken over)."""
+    if row.host.startswith(REBUILDING):
+        started = float(row.host.rsplit(":", 1)[-1] or 0)
+        if time.time() - started < 2 * settings.GYM_RAY_TIMEOUT:
+            raise RayUnavailable(
+                f"Instance {row.instance_id} is being rebuilt from its journal (its "
+                "host was restarted); try again in a moment"
+            )
+    claim = f"{REBUILDING}{uuid.uuid4().hex[:8]}:{time.time():.0f}"
+    if not registry.move(row.instance_id, row.host, claim):
+        raise RayUnavailable(
+            f"Instance {row.instance_id} is being rebuilt from its journal (its host "
+            "was restarted); try again in a moment"
+        )
+    return claim
+
+
+def _reopen(row: EnvInstance) -> None:
     seed = None if row.seed is None else int(row.seed)
     spec = Spec(
         row.instance_id,
@@ -630,12 +777,49 @@ def _rebuild(row: EnvInstance) -> None:
         _reapply_monitor(row)
 
 
+def heal() -> int:
+    """GYM_BACKEND=ray: rebuild, from the registry and their journals, the instances
+    whose host Ray restarted (a host that died, or whose node died), without waiting
+    for their next use; return how many. A host not answering now is looked at
+    next time. Of several API processes healing at once, one wins each instance."""
+    hosts = getattr(_backend, "hosts", None)
+    if hosts is None:
+        return 0
+    now = hosts()  # name -> where, of the hosts that answer
+    stale = (
+        EnvInstance.objects.filter(status=ACTIVE)
+        .exclude(host="")
+        .exclude(host__in=list(now.values()))
+    )
+    healed = 0
+    for row in stale:
+        abandoned = (
+            row.host.startswith(REBUILDING)
+            and time.time() - float(row.host.rsplit(":", 1)[-1] or 0)
+            >= 2 * settings.GYM_RAY_TIMEOUT
+        )
+        if not abandoned and now.get(row.host.split("#", 1)[0]) is None:
+            continue  # its host is being restarted (or gone), or it is being rebuilt
+        try:
+            with _holding(_registry_lock):
+                if _where(row.instance_id) in now.values():
+                    continue  # rebuilt meanwhile (a request, another pass)
+                _rebuild(row)
+            healed += 1
+            log.info(
+                "healed instance %s (its host %s restarted)", row.instance_id, row.host
+            )
+        except Exception as exc:  # the others go on; this one is tried next time
+            log.warning("instance %s not healed yet: %s", row.instance_id, exc)
+    return healed
+
+
 def settle_journals() -> int:
     """At start, before serving: bring the registry's counters up to what the
     journals a crash left behind hold, and remove the journals of instances that are
     no longer active. Returns how many rows were brought up to date."""
     store = _backend.journals
-    if store is None:
+    if store is None or REMOTE:  # Ray's hosts outlive us, and flush their counters
         return 0
     ids = store.ids()
     updated = 0

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
@@ -79,6 +80,8 @@ class FailureCounter:
         limit, window = _failure_limits()
         if limit <= 0:
             return 0.0
+        if shared():
+            return _shared_wait(keys, limit, window)
         now = self.clock()
         with self._lock:
             lists = [self._times.get(_hashed(key)) or [] for key in keys]
@@ -89,6 +92,9 @@ class FailureCounter:
         """Count one failure for each of ``keys``."""
         limit, window = _failure_limits()
         if limit <= 0:
+            return
+        if shared():
+            _shared_record(keys, limit, window)
             return
         now = self.clock()
         with self._lock:
@@ -111,6 +117,32 @@ class FailureCounter:
         """Forget every failure."""
         with self._lock:
             self._times.clear()
+
+
+def shared() -> bool:
+    """Whether failures are counted in the cache every API process shares (with
+    GYM_BACKEND=ray several processes serve one registry: settings.CACHES)."""
+    return bool(settings.GYM_BACKEND == "ray")
+
+
+def _cache_key(key: str) -> str:
+    return "gymsite:login-failures:" + _hashed(key).hex()
+
+
+def _shared_wait(keys: Iterable[str], limit: int, window: float) -> float:
+    now = time.time()  # wall clock: the same in every process
+    found = cache.get_many([_cache_key(key) for key in keys])
+    starts = [t[-limit] for t in found.values() if len(t) >= limit]
+    return max([start + window - now for start in starts] + [0.0])
+
+
+def _shared_record(keys: Iterable[str], limit: int, window: float) -> None:
+    now = time.time()
+    for key in keys:
+        name = _cache_key(key)
+        times = [t for t in cache.get(name, []) if t > now - window]
+        times.append(now)
+        cache.set(name, times[-limit:], timeout=window)
 
 
 def _failure_limits() -> tuple[int, float]:

@@ -11,6 +11,6 @@ from django.conf import settings  # noqa: E402
 from gymsite.wsgi import django_application  # noqa: E402  (sets Django up)
 
 # isort: split
-from envs_api.front import Front  # noqa: E402  (needs Django set up)
+from envs_api.front import Front, FrontProtocol  # noqa: E402, F401  (needs Django)
 
 application = Front(django_application, threads=settings.GYM_THREADS)

@@ -143,6 +143,33 @@ GYM_JOURNAL_MAX_REPLAY = env_int("GYM_JOURNAL_MAX_REPLAY", 10000, minimum=0)
 # Run the background thread that flushes counters and closes idle instances.
 GYM_MAINTENANCE = env_bool("GYM_MAINTENANCE", True)
 
+# --- Where live envs run (docs/ray.md) ----------------------------------------------
+# local: in the server's process; ray: in host actors on a Ray cluster, which any
+# number of API processes (gymserver --workers N, several machines) share.
+GYM_BACKEND = (os.getenv("GYM_BACKEND") or "local").strip().lower()
+if GYM_BACKEND not in ("local", "ray"):
+    raise ImproperlyConfigured(f"GYM_BACKEND={GYM_BACKEND!r}: use local or ray")
+# The Ray cluster to join (ray://... or host:port); empty: the local one, which
+# gymserver starts when none runs (`ray stop` ends it).
+RAY_ADDRESS = os.getenv("RAY_ADDRESS") or None
+# The Ray namespace of this server's host actors (one per registry).
+GYM_RAY_NAMESPACE = os.getenv("GYM_RAY_NAMESPACE") or "gymsite"
+# Host actors (0: one per CPU the cluster offers when they are first made).
+GYM_RAY_HOSTS = env_int("GYM_RAY_HOSTS", 0)
+if GYM_BACKEND == "ray":
+    # Throttles and failed-login counts shared by every API process: in the registry's
+    # database (gymserver makes the table).
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "gymsite_cache",
+        }
+    }
+# Modules each host imports when it starts (where a lab registers its own envs).
+GYM_RAY_HOST_IMPORTS = env_list("GYM_RAY_HOST_IMPORTS", [])
+# Seconds any call to a host may take before the request answers 503.
+GYM_RAY_TIMEOUT = env_float("GYM_RAY_TIMEOUT", 60.0, minimum=1.0)
+
 # --- Multi-user ---------------------------------------------------------------
 # Unauthenticated requests are served (as one shared "anonymous" user) when true.
 GYM_ALLOW_ANONYMOUS = env_bool("GYM_ALLOW_ANONYMOUS", True)

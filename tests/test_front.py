@@ -298,6 +298,7 @@ def test_a_client_pipelining_thousands_of_steps_does_not_hold_the_loop(
         read_answers(burst, 1)
         read_answers(calm, 1)
         sender = threading.Thread(target=burst.sendall, args=(steps,))
+        began = time.monotonic()
         sender.start()  # the server reads ~256 KiB (2,000 steps) per read
         waits = []
         for _ in range(30):
@@ -307,6 +308,7 @@ def test_a_client_pipelining_thousands_of_steps_does_not_hold_the_loop(
             waits.append(time.monotonic() - started)
             assert answer.startswith(b"HTTP/1.1 200")
         answers = read_answers(burst, count, timeout=60)
+        burst_seconds = time.monotonic() - began
         sender.join()
     assert all(a.startswith(b"HTTP/1.1 200") for a in answers)
     # every pipelined step was applied once: the instance counted exactly `count`
@@ -314,8 +316,10 @@ def test_a_client_pipelining_thousands_of_steps_does_not_hold_the_loop(
         front, "POST", f"/v1/envs/{burster}/step/", {"action": 1, "seq": count + 1}
     )
     assert status == 200, data
-    # answered all at once, a read of ~2,000 steps held the loop ~0.2 s here
-    assert max(waits) < 0.1, waits
+    # Answered all at once, a read of ~2,000 steps held the loop for two thirds of
+    # the burst (~0.2 s on a fast machine). Measured against the burst itself, so
+    # that a slower machine moves both: the calm client never waits a third of it.
+    assert max(waits) < burst_seconds / 3, (burst_seconds, waits)
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 MAX_ERROR_TEXT = (
     300  # characters of an env's exception kept as an instance's last error
 )
+# a reset's seed: one, or (a vector instance) one or None per sub-env
+Seed = int | list[int | None] | None
 EPISODE_HISTORY = 100  # finished episodes kept per instance (the newest)
 
 
@@ -160,7 +162,7 @@ class Backend(Protocol):
         instance_id: str,
         *,
         wait: bool = True,
-        seed: int | None = None,
+        seed: Seed = None,
         options: JSONDict | None = None,
         raw: bool = False,
     ) -> JSONDict:
@@ -320,7 +322,7 @@ class _LocalEnv:
 
     def reset(
         self,
-        seed: int | None = None,
+        seed: Seed = None,
         options: JSONDict | None = None,
         raw: bool = False,
     ) -> JSONDict:
@@ -336,7 +338,7 @@ class _LocalEnv:
         self.next_seed = None
         start = self._episode_start(seed, options)
         try:
-            obs, info = self.env.reset(seed=seed, options=options)
+            obs, info = self.env.reset(seed=seed, options=options)  # type: ignore[arg-type]
         except _ENV_INPUT_ERRORS as exc:
             raise UsageError(f"The environment failed to reset: {exc}") from None
         except (Exception, SystemExit) as exc:  # the env's own bug: never the server's
@@ -454,7 +456,7 @@ class _LocalEnv:
     # --- the journal ---
 
     def _episode_start(
-        self, seed: int | None, options: JSONDict | None = None
+        self, seed: Seed, options: JSONDict | None = None
     ) -> JSONDict | None:
         """How the episode about to begin starts, for the journal (None: no journal)."""
         if self.journal is None:
@@ -890,7 +892,7 @@ class _VectorEnv(_LocalEnv):
 
     def reset(
         self,
-        seed: int | None = None,
+        seed: Seed = None,
         options: JSONDict | None = None,
         raw: bool = False,
     ) -> JSONDict:
@@ -917,11 +919,10 @@ class _VectorEnv(_LocalEnv):
                 self._reset_first() + " (a reset_mask resets some sub-envs of a "
                 "vector that has been reset whole)"
             )
+        assert options is not None  # it holds the mask
         return self._reset_some(seed, options)
 
-    def _reset_some(
-        self, seed: int | list[int | None] | None, options: JSONDict
-    ) -> JSONDict:
+    def _reset_some(self, seed: Seed, options: JSONDict) -> JSONDict:
         """Reset the sub-envs that options' reset_mask names; the others go on. In
         the journal it follows the steps before it (never a base: a replay must
         begin with the whole vector's reset)."""
@@ -929,7 +930,8 @@ class _VectorEnv(_LocalEnv):
         mask = np.array(options["reset_mask"], np.bool_)
         try:  # Gymnasium pops reset_mask from the options it is given: a copy
             obs, info = self.env.reset(
-                seed=seed, options={**options, "reset_mask": mask}
+                seed=seed,  # type: ignore[arg-type]  # a vector env's: a list too
+                options={**options, "reset_mask": mask},
             )
         except _ENV_INPUT_ERRORS as exc:
             raise UsageError(f"The environment failed to reset: {exc}") from None
@@ -1181,7 +1183,7 @@ class LocalBackend:
         instance_id: str,
         *,
         wait: bool = True,
-        seed: int | None = None,
+        seed: Seed = None,
         options: JSONDict | None = None,
         raw: bool = False,
     ) -> JSONDict:

@@ -423,7 +423,7 @@ def _multi_discrete_unpacker(
     def unpack(space: gym.Space[Any], raw: Any) -> Any:
         if not isinstance(raw, Mapping):
             return v1._decode(space, raw)
-        arr = _tensor(space, raw, space.shape)
+        arr = _tensor(space, raw, space.shape or ())
         return _bounded(space, arr, raw, low, high)
 
     return unpack

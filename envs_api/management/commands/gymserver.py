@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import ipaddress
 import os
 import signal
 import socket
+import subprocess
 import sys
-from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -57,6 +56,13 @@ class Command(BaseCommand):
             "waitress (pure Python)",
         )
         parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="API processes sharing the port (GYM_BACKEND=ray only: with the local "
+            "backend the live envs are in one process's memory)",
+        )
+        parser.add_argument(
             "--no-migrate",
             action="store_true",
             help="do not apply pending migrations first",
@@ -97,12 +103,25 @@ class Command(BaseCommand):
                 "GYM_ALLOW_ANONYMOUS=false and give users tokens (manage.py gymuser NAME), "
                 "or pass --allow-anonymous-remote if this network is yours alone."
             )
+        workers = options["workers"]
+        if workers < 1:
+            raise CommandError(f"--workers {workers}: give 1 or more")
+        if workers > 1 and settings.GYM_BACKEND != "ray":
+            raise CommandError(
+                "--workers needs GYM_BACKEND=ray: with the local backend the live envs "
+                "are in one process's memory, which other processes cannot reach"
+            )
+        if workers > 1 and options["server"] != "uvicorn":
+            raise CommandError("--workers runs uvicorn's workers: use --server uvicorn")
         url = f"http://{_bracketed(host)}:{port}/"
         try:
             serverlock.acquire(url)
             if not options["no_migrate"]:
                 call_command("migrate", interactive=False, verbosity=0)
             services.settle_journals()  # counters a crash left in journals only
+            if settings.GYM_BACKEND == "ray":
+                call_command("createcachetable", verbosity=0)  # shared throttles
+                self.stdout.write(_join_ray())
         except serverlock.Held as exc:
             raise CommandError(str(exc)) from None
         except DatabaseError as exc:
@@ -129,7 +148,7 @@ class Command(BaseCommand):
         # POST /v1/shutdown/ runs in granian's worker: it must signal this process.
         os.environ[SERVER_PID_VARIABLE] = str(os.getpid())
         if options["server"] == "uvicorn":
-            _serve_uvicorn(listener, threads)
+            _serve_uvicorn(listener, threads, workers)
         elif options["server"] == "waitress":
             _serve_waitress(listener, threads)
         else:  # granian binds its own socket: ours only proved the port is free
@@ -179,7 +198,48 @@ def _bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def _serve_uvicorn(listener: socket.socket, threads: int) -> None:
+def _join_ray() -> str:
+    """Join the Ray cluster (RAY_ADDRESS), or the local one, started here when none
+    runs (it outlives this server, so that its live envs outlive a restart: `ray
+    stop` ends it). Every host actor answers before the first request is taken."""
+    backend = services.backend()
+    started = ""
+    try:
+        backend.connect()
+    except ConnectionError:
+        if settings.RAY_ADDRESS:
+            raise CommandError(
+                f"Cannot reach the Ray cluster at RAY_ADDRESS={settings.RAY_ADDRESS}"
+            ) from None
+        started = _start_local_ray()
+        backend.connect()
+    hosts = backend.hosts()
+    return (
+        f"Ray: {started or 'joined the running cluster'}; {len(hosts)} host actor(s) "
+        f"in namespace {settings.GYM_RAY_NAMESPACE}"
+    )
+
+
+def _start_local_ray() -> str:
+    """``ray start --head`` on this machine (a daemon: it stays when we stop)."""
+    argv = [
+        sys.executable,
+        "-c",
+        "from ray.scripts.scripts import main; main()",
+        "start",
+        "--head",
+        "--disable-usage-stats",
+        "--include-dashboard=false",
+        f"--num-cpus={os.cpu_count() or 1}",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise CommandError(f"Could not start a local Ray: {' '.join(said)}")
+    return "started a local Ray (stop it with `ray stop`)"
+
+
+def _serve_uvicorn(listener: socket.socket, threads: int, workers: int = 1) -> None:
     """uvicorn with uvloop and httptools: the front on an event loop, in this process.
 
     With FrontProtocol answering the agent loop in the parser's callback, it costs
@@ -191,47 +251,41 @@ def _serve_uvicorn(listener: socket.socket, threads: int) -> None:
 
     from envs_api.front import FrontProtocol
 
-    _UvicornServer = _uvicorn_server_class()
     settings.GYM_THREADS = threads  # this very process serves
-    from gymsite.front import application
+    os.environ["GYM_THREADS"] = str(threads)  # and workers, which read the settings
+    if workers > 1:  # processes spawned afresh: they import the application
+        application: Any = RSGI_TARGET
+    else:
+        from gymsite.front import application
 
-    _UvicornServer(
-        uvicorn.Config(
-            application,
-            loop="uvloop",
-            http=FrontProtocol,
-            ws="none",
-            lifespan="on",
-            interface="asgi3",
-            log_level="warning",
-            access_log=False,
-            server_header=False,
-            date_header=False,
-            timeout_keep_alive=max(1, int(settings.GYM_HEADER_TIMEOUT)),
-            # SIGINT/SIGTERM: requests in flight get this long, then the rest of
-            # the 2 s a stop takes goes to flushing counters
-            timeout_graceful_shutdown=STOP_GRACE,
-        )
-    ).run(sockets=[listener])
+    config = uvicorn.Config(
+        application,
+        loop="uvloop",
+        # workers unpickle the config: a string, imported once Django is set up
+        http="gymsite.front:FrontProtocol" if workers > 1 else FrontProtocol,
+        ws="none",
+        lifespan="on",
+        interface="asgi3",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        timeout_keep_alive=max(1, int(settings.GYM_HEADER_TIMEOUT)),
+        # SIGINT/SIGTERM: requests in flight get this long, then the rest of
+        # the 2 s a stop takes goes to flushing counters
+        timeout_graceful_shutdown=STOP_GRACE,
+        workers=workers,
+    )
+    if workers == 1:
+        from envs_api.management.commands._uvicorn import Server
 
+        Server(config).run(sockets=[listener])
+        return
+    # uvicorn's supervisor: spawns the workers (each imports the application and
+    # serves the shared socket), restarts one that dies, stops them on SIGTERM
+    from uvicorn.supervisors import Multiprocess
 
-def _uvicorn_server_class() -> type:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn's server, ending with status 0 on SIGTERM/SIGINT.
-
-        uvicorn re-raises the signal once shut down, so the process would die of it;
-        a graceful stop (counters flushed) is a normal exit here.
-        """
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, self.handle_exit)
-            yield
-
-    return Server
+    Multiprocess(config, sockets=[listener]).run()
 
 
 def _serve_granian(host: str, port: int, threads: int) -> None:

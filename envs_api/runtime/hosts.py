@@ -1,0 +1,553 @@
+"""The Ray backend (GYM_BACKEND=ray): live envs in host actors, found from any process.
+
+A **host** is a Ray actor (a process Ray places on one of its nodes) holding many
+instances in a ``LocalBackend`` of its own, with its journals. There are about as
+many hosts as the cluster offers CPUs, each named ``<prefix>-<n>`` in the server's
+Ray namespace and detached: they outlive the API processes that made them, so
+restarting every API process loses no live env. Ray restarts a host that dies (on
+another node if its node died); the new process holds nothing, and each instance
+it held is rebuilt from the registry and its journal, exactly as after a server
+crash (``services``). Where an instance lives is ``Host.where()``:
+``<name>#<incarnation>``, which the registry row records; a restarted host has a new
+incarnation, so a row that names an old one is to be rebuilt.
+
+``RayBackend`` is the ``Backend`` of an API process. It remembers, per instance, its
+host and what it was made from (spec, spaces), so that routing a request needs no
+call; each use is one actor call (``ray.get`` with a bounded wait, in the request's
+thread), and a batch of steps is one call per host. It never reads the database:
+services tell it where a registry row says an instance is (``attach``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from envs_api.runtime import envids, journal
+from envs_api.runtime.backend import (
+    Counters,
+    Episodes,
+    LocalBackend,
+    Spaces,
+    Spec,
+)
+from envs_api.runtime.errors import (
+    Busy,
+    Gone,
+    HostLost,
+    RayUnavailable,
+    UnknownInstance,
+    UsageError,
+)
+from envs_api.runtime.isolation import DEFAULT_TIMEOUT
+
+log = logging.getLogger(__name__)
+JSONDict = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """What a host needs of the server's settings (it has no Django)."""
+
+    journal: journal.Settings | None
+    isolated_envs: tuple[str, ...] = ()
+    isolation_timeout: float = DEFAULT_TIMEOUT
+    # modules a host imports when it starts: where a lab registers its own envs
+    # (GYM_RAY_HOST_IMPORTS), as its server process does
+    imports: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """GYM_BACKEND=ray's settings (``gymsite.settings``)."""
+
+    address: str | None  # RAY_ADDRESS; None: a local Ray already started, or start one
+    namespace: str = "gymsite"
+    prefix: str = "gymsite-host"
+    hosts: int = 0  # 0: one per CPU the cluster offers
+    timeout: float = 60.0  # seconds any call to a host may take
+    host: HostConfig = field(default_factory=lambda: HostConfig(None))
+    code: str = ""  # the folder that holds envs_api, put on the hosts' PYTHONPATH
+
+
+# --- the host actor ----------------------------------------------------------------
+
+# LocalBackend's methods a host runs for an API process, by name
+_CALLS = frozenset(
+    {
+        "reset",
+        "step",
+        "sample",
+        "contains",
+        "matches",
+        "start_monitor",
+        "close_monitor",
+        "recover",
+        "journal_of",
+        "peek",
+        "episodes",
+        "frame",
+        "close",
+        "last_used",
+        "forget",
+    }
+)
+
+
+class Host:
+    """A host actor's class (``ray.remote`` makes it one in ``RayBackend``)."""
+
+    def __init__(self, name: str, config: HostConfig) -> None:
+        from envs_api.runtime import HEADLESS, atari, legacy
+
+        for key, value in HEADLESS.items():
+            os.environ.setdefault(key, value)
+        legacy.register()
+        atari.register()
+        envids.isolation_policy = envids.Isolation(
+            config.isolated_envs, config.isolation_timeout
+        )
+        for module in config.imports:
+            importlib.import_module(module)
+        store = None if config.journal is None else journal.Store(config.journal)
+        self.name = name
+        self.incarnation = uuid.uuid4().hex[:12]
+        self.backend = LocalBackend(journals=store)
+
+    def where(self) -> str:
+        return f"{self.name}#{self.incarnation}"
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def open(self, spec: Spec) -> tuple[Spaces, Any, Any, Spec]:
+        """Make the instance here: its spaces (described, and the wire's)."""
+        spaces = self.backend.open(spec)
+        return (spaces, *self.backend.wire_spaces(spec.instance_id), spec)
+
+    def attach(self, instance_id: str) -> tuple[Spaces, Any, Any, Spec] | None:
+        """What ``open`` answered, for an instance held here; None if it is not."""
+        if instance_id not in self.backend:
+            return None
+        backend = self.backend
+        with contextlib.suppress(UnknownInstance):
+            spec = backend.spec(instance_id)
+            return (
+                backend.spaces(instance_id),
+                *backend.wire_spaces(instance_id),
+                spec,
+            )
+        return None
+
+    def call(self, method: str, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+        if method not in _CALLS:
+            raise AttributeError(method)
+        if method not in ("peek", "last_used", "journal_of", "forget", "close") and (
+            instance_id not in self.backend
+        ):
+            raise Gone(instance_id)
+        return getattr(self.backend, method)(instance_id, *args, **kwargs)
+
+    def steps(self, items: list[tuple[str, Any, bool, int | None, bool]]) -> list[Any]:
+        """Several steps in one call: each answer, or the exception it raised."""
+        out: list[Any] = []
+        for instance_id, action, render, seq, raw in items:
+            try:
+                if instance_id not in self.backend:
+                    raise Gone(instance_id)
+                out.append(self.backend.step(instance_id, action, render, seq, raw=raw))
+            except Exception as exc:  # each item's own; the others go on
+                out.append(exc)
+        return out
+
+    def changed(self) -> list[Counters]:
+        return self.backend.changed()
+
+    def unchanged(self, counters: list[Counters]) -> None:
+        self.backend.unchanged(counters)
+
+    def idle(self, cutoff: float) -> list[str]:
+        return self.backend.idle(cutoff)
+
+    def census(self) -> dict[str, int]:
+        return self.backend.census()
+
+    def ids(self) -> list[str]:
+        return list(self.backend._envs)
+
+    def size(self) -> int:
+        """Sub-envs held (what placement balances)."""
+        return sum(
+            live.spec.num_envs or 1 for live in list(self.backend._envs.values())
+        )
+
+
+def _token_auth_if_token() -> None:
+    """Ray's clusters take a token by default (``ray start`` saves it in
+    ~/.ray/auth_token): with RAY_AUTH_MODE unset and a token at hand, send it, as
+    joining with address "auto" does (an explicit address would not)."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if (
+        os.environ.get("RAY_AUTH_TOKEN")
+        or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or (Path.home() / ".ray" / "auth_token").exists()
+    ):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+# --- the API process's side --------------------------------------------------------
+
+
+@dataclass
+class _Placed:
+    """An instance this API process has seen: where it lives, what it is."""
+
+    host: Any  # the actor handle
+    where: str
+    spaces: Spaces
+    wire_action: gym.Space[Any]
+    wire_observation: gym.Space[Any]
+    spec: Spec
+
+
+class RayBackend:
+    """The ``Backend`` of an API process when envs live in host actors."""
+
+    remote = True  # each use is a call to another process: run it off the event loop
+
+    def __init__(
+        self,
+        config: RayConfig,
+        journals: journal.Store | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.journals = journals  # read here only (counters at start, health)
+        self.clock = clock
+        self._placed: dict[str, _Placed] = {}
+        self._hosts: dict[str, Any] = {}  # name -> actor handle
+        self._lock = threading.Lock()
+        self._ray: Any = None
+
+    # --- Ray and the hosts ---
+
+    def connect(self) -> None:
+        """Join the cluster and make sure every host exists (at start, and lazily)."""
+        with self._lock:
+            if self._ray is not None:
+                return
+            _token_auth_if_token()  # before Ray reads its configuration
+            import ray
+
+            if not ray.is_initialized():
+                env_vars = {"PYTHONPATH": self.config.code} if self.config.code else {}
+                ray.init(
+                    address=self.config.address or "auto",
+                    namespace=self.config.namespace,
+                    runtime_env={"env_vars": env_vars},
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+            count = self.config.hosts or max(
+                1,
+                int(ray.cluster_resources().get("CPU", 1)),  # type: ignore[no-untyped-call]
+            )
+            actor = ray.remote(Host)
+            hosts: dict[str, Any] = {}
+            for n in range(count):
+                name = f"{self.config.prefix}-{n}"
+                hosts[name] = actor.options(
+                    name=name,
+                    lifetime="detached",
+                    namespace=self.config.namespace,
+                    get_if_exists=True,
+                    max_restarts=-1,  # Ray starts a dead host again (another node's)
+                    max_task_retries=0,  # a call in flight when it died is never rerun
+                    max_concurrency=4,  # a slow make does not hold up other steps
+                    num_cpus=0,
+                    scheduling_strategy="SPREAD",
+                ).remote(name, self.config.host)
+            self._hosts = hosts
+            self._ray = ray
+        # every host answers before the first request is taken
+        self._get([host.where.remote() for host in hosts.values()], "starting")
+
+    def _get(self, refs: Any, what: str, instance_id: str = "") -> Any:
+        """``ray.get`` with the bounded wait, Ray's failures as the API's errors."""
+        ray = self._ray
+        exceptions = ray.exceptions
+        try:
+            return ray.get(refs, timeout=self.config.timeout)
+        except exceptions.RayTaskError as exc:
+            cause = exc.cause
+            if isinstance(cause, Gone):
+                self._drop(cause.instance_id)
+            if isinstance(cause, (UsageError, Busy)):
+                raise cause from None
+            raise UsageError(f"{what}: {type(cause).__name__}: {cause}") from None
+        except exceptions.GetTimeoutError:
+            raise RayUnavailable(
+                f"A host did not answer {what} within {self.config.timeout:g} s "
+                "(GYM_RAY_TIMEOUT); try again in a moment"
+            ) from None
+        except (exceptions.RayActorError, exceptions.ActorUnavailableError) as exc:
+            self._lost(instance_id)
+            raise HostLost(instance_id or "?", type(exc).__name__) from None
+
+    def _lost(self, instance_id: str) -> None:
+        """The host of ``instance_id`` stopped: forget what it held."""
+        placed = self._placed.get(instance_id)
+        if placed is None:
+            return
+        with self._lock:
+            for key in [k for k, p in self._placed.items() if p.where == placed.where]:
+                del self._placed[key]
+
+    def _drop(self, instance_id: str) -> None:
+        with self._lock:
+            self._placed.pop(instance_id, None)
+
+    def _all(self, method: str, *args: Any) -> list[Any]:
+        """One call per host (those that answer)."""
+        self.connect()
+        hosts = list(self._hosts.values())
+        refs = [getattr(host, method).remote(*args) for host in hosts]
+        out = []
+        for ref in refs:
+            try:
+                out.append(self._ray.get(ref, timeout=self.config.timeout))
+            except Exception as exc:  # a host being restarted: the next round
+                log.warning("a host did not answer %s: %s", method, exc)
+                out.append(None)
+        return out
+
+    def where(self, instance_id: str) -> str:
+        placed = self._placed.get(instance_id)
+        return "" if placed is None else placed.where
+
+    def hosts(self) -> dict[str, str]:
+        """Each host's name and where it is now (``name#incarnation``)."""
+        return {
+            name: where
+            for name, where in zip(self._hosts, self._all("where"), strict=True)
+            if where is not None
+        }
+
+    # --- the Backend ---
+
+    def open(self, spec: Spec) -> Spaces:
+        self.connect()
+        names = list(self._hosts)
+        sizes = self._all("size")
+        candidates = [(s, i) for i, s in enumerate(sizes) if s is not None]
+        if not candidates:
+            raise RayUnavailable("No host is answering; try again in a moment")
+        _, best = min(candidates)
+        host = self._hosts[names[best]]
+        answer = self._get(
+            [host.open.remote(spec), host.where.remote()], "create", spec.instance_id
+        )
+        (spaces, act, obs, spec), where = answer
+        self._placed[spec.instance_id] = _Placed(host, where, spaces, act, obs, spec)
+        return spaces  # type: ignore[no-any-return]
+
+    def attach(self, instance_id: str, where: str) -> bool:
+        """Use the instance where the registry says it lives, if it is there still."""
+        self.connect()
+        name = where.split("#", 1)[0]
+        host = self._hosts.get(name)
+        if host is None:
+            return False
+        try:
+            now, held = self._get(
+                [host.where.remote(), host.attach.remote(instance_id)], "attach"
+            )
+        except (HostLost, RayUnavailable):
+            return False
+        if now != where or held is None:
+            return False
+        spaces, act, obs, spec = held
+        self._placed[instance_id] = _Placed(host, where, spaces, act, obs, spec)
+        return True
+
+    def holds(self, instance_id: str, owner: int | None) -> bool:
+        placed = self._placed.get(instance_id)
+        return placed is not None and placed.spec.owner == owner
+
+    def _call(self, method: str, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+        placed = self._placed.get(instance_id)
+        if placed is None:
+            raise Gone(instance_id)
+        return self._get(
+            placed.host.call.remote(method, instance_id, *args, **kwargs),
+            method,
+            instance_id,
+        )
+
+    def reset(
+        self,
+        instance_id: str,
+        *,
+        wait: bool = True,
+        seed: Any = None,
+        options: JSONDict | None = None,
+        raw: bool = False,
+    ) -> JSONDict:
+        return self._call("reset", instance_id, seed=seed, options=options, raw=raw)  # type: ignore[no-any-return]
+
+    def step(
+        self,
+        instance_id: str,
+        action: Any,
+        render: bool = False,
+        seq: int | None = None,
+        *,
+        wait: bool = True,
+        raw: bool = False,
+    ) -> JSONDict:
+        return self._call("step", instance_id, action, render, seq, raw=raw)  # type: ignore[no-any-return]
+
+    def steps(self, items: list[tuple[str, Any, bool, int | None, bool]]) -> list[Any]:
+        """Batched steps: one call per host; each item's answer or exception."""
+        by_host: dict[str, list[int]] = {}
+        out: list[Any] = [None] * len(items)
+        for i, item in enumerate(items):
+            placed = self._placed.get(item[0])
+            if placed is None:
+                out[i] = Gone(item[0])
+            else:
+                by_host.setdefault(placed.where, []).append(i)
+        calls = []
+        for _where, indexes in by_host.items():
+            host = self._placed[items[indexes[0]][0]].host
+            calls.append((indexes, host.steps.remote([items[i] for i in indexes])))
+        for indexes, ref in calls:
+            try:
+                answers = self._get(ref, "step", items[indexes[0]][0])
+            except UsageError as exc:
+                answers = [exc] * len(indexes)
+            for i, answer in zip(indexes, answers, strict=True):
+                if isinstance(answer, Gone):
+                    self._drop(answer.instance_id)
+                out[i] = answer
+        return out
+
+    def wire_spaces(self, instance_id: str) -> tuple[gym.Space[Any], gym.Space[Any]]:
+        placed = self._placed.get(instance_id)
+        if placed is None:
+            raise UnknownInstance(instance_id)
+        return placed.wire_action, placed.wire_observation
+
+    def spec(self, instance_id: str) -> Spec:
+        placed = self._placed.get(instance_id)
+        if placed is None:
+            raise UnknownInstance(instance_id)
+        return placed.spec
+
+    def spaces(self, instance_id: str) -> Spaces:
+        placed = self._placed.get(instance_id)
+        if placed is None:
+            raise UnknownInstance(instance_id)
+        return placed.spaces
+
+    def sample(self, instance_id: str, *, wait: bool = True) -> Any:
+        return self._call("sample", instance_id)
+
+    def contains(self, instance_id: str, raw: Any, *, wait: bool = True) -> bool:
+        return self._call("contains", instance_id, raw)  # type: ignore[no-any-return]
+
+    def matches(self, instance_id: str, props: Any, *, wait: bool = True) -> bool:
+        return self._call("matches", instance_id, props)  # type: ignore[no-any-return]
+
+    def start_monitor(
+        self, instance_id: str, directory: Path, **kwargs: Any
+    ) -> list[str]:
+        return self._call("start_monitor", instance_id, directory, **kwargs)  # type: ignore[no-any-return]
+
+    def close_monitor(self, instance_id: str) -> None:
+        self._call("close_monitor", instance_id)
+
+    def recover(
+        self, instance_id: str, episode: journal.Episode | None, fresh_seed: int | None
+    ) -> str:
+        return self._call("recover", instance_id, episode, fresh_seed)  # type: ignore[no-any-return]
+
+    def journal_of(self, instance_id: str) -> journal.Episode | None:
+        return self._call("journal_of", instance_id)  # type: ignore[no-any-return]
+
+    def peek(self, instance_id: str) -> Counters | None:
+        if instance_id not in self._placed:
+            return None
+        with contextlib.suppress(UsageError):
+            return self._call("peek", instance_id)  # type: ignore[no-any-return]
+        return None
+
+    def episodes(self, instance_id: str) -> Episodes:
+        return self._call("episodes", instance_id)  # type: ignore[no-any-return]
+
+    def frame(
+        self, instance_id: str, index: int | None = None, *, wait: bool = True
+    ) -> Any:
+        return self._call("frame", instance_id, index)
+
+    def close(self, instance_id: str) -> Counters | None:
+        placed = self._placed.get(instance_id)
+        if placed is None:
+            return None
+        try:
+            return self._call("close", instance_id)  # type: ignore[no-any-return]
+        except UsageError:
+            return None
+        finally:
+            self._drop(instance_id)
+
+    def forget(self, instance_id: str) -> None:
+        """Drop the env as a crash would (for tests)."""
+        with contextlib.suppress(UsageError):
+            self._call("forget", instance_id)
+        self._drop(instance_id)
+
+    def changed(self) -> list[Counters]:
+        return [c for part in self._all("changed") if part for c in part]
+
+    def unchanged(self, counters: list[Counters]) -> None:
+        self._all("unchanged", counters)
+
+    def idle(self, cutoff: float) -> list[str]:
+        return [i for part in self._all("idle", cutoff) if part for i in part]
+
+    def last_used(self, instance_id: str) -> float | None:
+        if instance_id not in self._placed:
+            return None
+        with contextlib.suppress(UsageError):
+            return self._call("last_used", instance_id)  # type: ignore[no-any-return]
+        return None
+
+    def census(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for part in self._all("census"):
+            for env_id, count in (part or {}).items():
+                counts[env_id] = counts.get(env_id, 0) + count
+        return counts
+
+    def ids(self) -> set[str]:
+        """Every instance some host holds."""
+        return {i for part in self._all("ids") if part for i in part}
+
+    def __contains__(self, instance_id: object) -> bool:
+        return instance_id in self._placed
+
+    def __len__(self) -> int:
+        return len(self._placed)

@@ -1,0 +1,225 @@
+"""The Ray backend (GYM_BACKEND=ray, docs/ray.md) in this process: v1 and v2 over
+host actors on a local Ray (``ray.init(num_cpus=2)``), whole suites of the local
+backend's tests run again on it, and what only Ray has: placement, a host that
+dies and is rebuilt from the registry and journals, one call per host for a batch.
+
+API processes restarted with live envs kept, and several API processes over one
+cluster: tests/test_ray_servers.py."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from rest_framework.test import APIClient
+
+ray = pytest.importorskip(
+    "ray", reason="Ray is not installed: pip install -r requirements-ray.txt"
+)
+
+from envs_api import fastpath, services  # noqa: E402
+from envs_api.models import EnvInstance  # noqa: E402
+from envs_api.runtime import journal  # noqa: E402
+from envs_api.runtime.hosts import HostConfig, RayBackend, RayConfig  # noqa: E402
+
+# The local backend's behaviour, all of it again on Ray's hosts (their tests are
+# collected here a second time, with this module's backend).
+from tests.test_api_create import *  # noqa: E402, F403
+from tests.test_api_routes import *  # noqa: E402, F403
+from tests.test_api_spaces import *  # noqa: E402, F403
+from tests.test_v2 import *  # noqa: E402, F403
+
+pytestmark = pytest.mark.ray
+HOSTS = 2
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayBackend]:
+    """A local Ray of 2 CPUs with 2 host actors, as this process's backend."""
+    namespace = f"gymsite-test-{uuid.uuid4().hex[:8]}"
+    ray.init(
+        num_cpus=2,
+        namespace=namespace,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    folder = tmp_path_factory.mktemp("ray-journal")
+    backend = RayBackend(
+        RayConfig(
+            None,
+            namespace,
+            hosts=HOSTS,
+            timeout=60,
+            host=HostConfig(
+                journal.Settings(Path(folder)), imports=("tests.space_envs",)
+            ),
+        ),
+        journals=journal.Store(journal.Settings(Path(folder))),
+    )
+    backend.connect()
+    kept = services._backend, services.REMOTE
+    services._backend, services.REMOTE = backend, True
+    fastpath._forget_config()
+    try:
+        yield backend
+    finally:
+        services._backend, services.REMOTE = kept
+        fastpath._forget_config()
+        for host in backend._hosts.values():
+            ray.kill(host)
+        ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def cache(ray_backend: RayBackend) -> Iterator[RayBackend]:
+    """Every test starts with no live instance (replaces conftest's)."""
+    yield ray_backend
+    for instance_id in ray_backend.idle(float("inf")):
+        ray_backend.forget(instance_id)
+    ray_backend._placed.clear()
+
+
+def post(api: APIClient, path: str, body: Any = None) -> tuple[int, Any]:
+    r = api.post(path, body if body is not None else {}, format="json")
+    return r.status_code, r.json()
+
+
+def made(api: APIClient, env_id: str = "CartPole-v1", **body: Any) -> str:
+    status, answer = post(api, "/v1/envs/", {"env_id": env_id, **body})
+    assert status == 200, answer
+    return str(answer["instance_id"])
+
+
+# --- what only Ray has -------------------------------------------------------------
+
+
+def test_instances_are_spread_over_the_hosts_and_the_row_says_where(
+    api: APIClient, ray_backend: RayBackend
+) -> None:
+    ids = [made(api, seed=i) for i in range(4)]
+
+    rows = {row.instance_id: row.host for row in EnvInstance.objects.all()}
+    hosts = ray_backend.hosts()
+    assert {rows[i] for i in ids} == set(hosts.values())  # both hosts used
+    for instance_id in ids:
+        assert rows[instance_id] == ray_backend.where(instance_id)
+
+
+def test_a_killed_host_is_restarted_and_its_instances_continue_exactly(
+    api: APIClient, ray_backend: RayBackend
+) -> None:
+    instance_id = made(api, seed=3)
+    local = gym.make("CartPole-v1")
+    obs, _ = local.reset(seed=3)
+    status, reset = post(api, f"/v1/envs/{instance_id}/reset/")
+    assert np.allclose(reset["observation"], obs)
+    actions = [0, 1, 1, 0, 1, 0, 0, 1]
+    for action in actions[:5]:
+        post(api, f"/v1/envs/{instance_id}/step/", {"action": action})
+        local.step(action)
+    where = ray_backend.where(instance_id)
+    host = ray_backend._placed[instance_id].host
+
+    ray.kill(host, no_restart=False)  # the process dies; Ray starts it again
+
+    status, answer = post(api, f"/v1/envs/{instance_id}/step/", {"action": actions[5]})
+    if status == 503:  # the request that met the dying host: retry
+        assert "stopped during this request" in answer["message"]
+        status, answer = post(
+            api, f"/v1/envs/{instance_id}/step/", {"action": actions[5]}
+        )
+    assert status == 200, answer
+    expected = local.step(actions[5])[0]
+    assert np.allclose(answer["observation"], expected)
+    row = EnvInstance.objects.get(instance_id=instance_id)
+    assert row.host != where
+    assert row.host.split("#")[0] == where.split("#")[0]
+    assert row.host == ray_backend.where(instance_id)
+
+
+def test_errors_from_a_host_are_the_apis(api: APIClient) -> None:
+    instance_id = made(api)
+    post(api, f"/v1/envs/{instance_id}/reset/")
+
+    status, answer = post(api, f"/v1/envs/{instance_id}/step/", {"action": 7})
+
+    assert status == 400
+    assert answer == {"message": "Action 7 is not in Discrete(2)"}
+
+
+def test_a_batch_is_one_call_per_host(
+    api: APIClient, ray_backend: RayBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [made(api, seed=i) for i in range(4)]
+    for instance_id in ids:
+        post(api, f"/v1/envs/{instance_id}/reset/")
+    calls: list[int] = []
+    steps = ray_backend.steps
+    monkeypatch.setattr(
+        ray_backend, "steps", lambda items: calls.append(len(items)) or steps(items)
+    )
+
+    status, answer = post(
+        api,
+        "/v2/step/",
+        {"steps": [{"instance_id": i, "action": 0} for i in ids] + [{"action": 1}]},
+    )
+
+    assert status == 200
+    assert [("error" in r) for r in answer["results"]] == [False] * 4 + [True]
+    assert calls == [4]  # one batch, split by host inside
+
+
+def test_maintenance_heals_a_restarted_hosts_instances_without_traffic(
+    api: APIClient, ray_backend: RayBackend
+) -> None:
+    instance_id = made(api, seed=5)
+    post(api, f"/v1/envs/{instance_id}/reset/")
+    post(api, f"/v1/envs/{instance_id}/step/", {"action": 1})
+    old = EnvInstance.objects.get(instance_id=instance_id).host
+    ray.kill(ray_backend._placed[instance_id].host, no_restart=False)
+    deadline = time.monotonic() + 60
+    while old in ray_backend.hosts().values() or len(ray_backend.hosts()) < HOSTS:
+        assert time.monotonic() < deadline, "the host was not restarted"
+        time.sleep(0.2)
+
+    assert services.heal() == 1
+
+    row = EnvInstance.objects.get(instance_id=instance_id)
+    assert row.host in ray_backend.hosts().values()
+    assert row.host != old
+    assert services.heal() == 0  # nothing left to heal
+    local = gym.make("CartPole-v1")
+    local.reset(seed=5)
+    local.step(1)
+    status, answer = post(api, f"/v1/envs/{instance_id}/step/", {"action": 0})
+    assert status == 200, answer
+    assert np.allclose(answer["observation"], local.step(0)[0])
+
+
+def test_an_instance_being_rebuilt_elsewhere_answers_503_until_it_is(
+    api: APIClient, ray_backend: RayBackend
+) -> None:
+    instance_id = made(api, seed=2)
+    ray_backend._placed.clear()  # as a new API process: it knows no instance
+    claim = f"{services.REBUILDING}abcd1234:{time.time():.0f}"
+    EnvInstance.objects.filter(instance_id=instance_id).update(host=claim)
+
+    status, answer = post(api, f"/v1/envs/{instance_id}/reset/")
+
+    assert status == 503
+    assert "is being rebuilt from its journal" in answer["message"]
+    # a claim its process abandoned (older than twice GYM_RAY_TIMEOUT) is taken over
+    abandoned = f"{services.REBUILDING}abcd1234:{time.time() - 3600:.0f}"
+    EnvInstance.objects.filter(instance_id=instance_id).update(host=abandoned)
+    status, answer = post(api, f"/v1/envs/{instance_id}/reset/")
+    assert status == 200, answer
+    row = EnvInstance.objects.get(instance_id=instance_id)
+    assert row.host == ray_backend.where(instance_id)

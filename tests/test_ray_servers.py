@@ -1,0 +1,202 @@
+"""gymserver on Ray (GYM_BACKEND=ray) as real processes: several API processes over
+one cluster, every API process restarted with the live envs kept, a local-backend
+server refused beside them; and ``--workers`` refused without Ray."""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from tests.servers import ROOT, Server, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def test_workers_need_the_ray_backend(server_env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "manage.py", "gymserver", "-p", "1", "--workers", "2"],
+        cwd=ROOT,
+        env=server_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 2
+    assert "--workers needs GYM_BACKEND=ray" in done.stderr
+
+
+ray = pytest.importorskip(
+    "ray", reason="Ray is not installed: pip install -r requirements-ray.txt"
+)
+
+
+def ray_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from ray.scripts.scripts import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """A Ray head on this machine (as `ray start --head` makes one), its address."""
+    port = free_port()
+    started = ray_cli(
+        "start",
+        "--head",
+        f"--port={port}",
+        "--num-cpus=2",
+        "--disable-usage-stats",
+        "--include-dashboard=false",
+    )
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        ray_cli("stop", "--force")
+
+
+@pytest.fixture
+def ray_env(server_env: dict[str, str], cluster: str) -> dict[str, str]:
+    return {
+        **server_env,
+        "GYM_BACKEND": "ray",
+        "RAY_ADDRESS": cluster,
+        "GYM_RAY_NAMESPACE": f"gymsite-test-{uuid.uuid4().hex[:8]}",
+        "GYM_RAY_HOSTS": "2",
+    }
+
+
+def gymserver(env: dict[str, str], *args: str) -> Server:
+    return Server(["gymserver", "-p", "{port}", *args], env).start()
+
+
+def step(server: Server, instance_id: str, action: int) -> Any:
+    status, answer = server.request(
+        "POST", f"/v1/envs/{instance_id}/step/", {"action": action}
+    )
+    assert status == 200, answer
+    return answer
+
+
+def test_restarting_every_api_process_keeps_the_live_envs(
+    ray_env: dict[str, str],
+) -> None:
+    local = gym.make("CartPole-v1")
+    local.reset(seed=4)
+    first = gymserver(ray_env, "--workers", "2")
+    try:
+        status, made = first.request(
+            "POST", "/v1/envs/", {"env_id": "CartPole-v1", "seed": 4}
+        )
+        assert status == 200, made
+        instance_id = made["instance_id"]
+        first.request("POST", f"/v1/envs/{instance_id}/reset/", {})
+        for action in (0, 1, 1):
+            step(first, instance_id, action)
+            local.step(action)
+    finally:
+        assert first.stop() == 0
+    assert "joined the running cluster" in first.log()
+
+    second = gymserver(ray_env)
+    try:
+        for action in (0, 0, 1):
+            answer = step(second, instance_id, action)
+            expected = local.step(action)[0]
+            assert np.allclose(answer["observation"], expected)
+        status, summary = second.request("GET", f"/v1/envs/{instance_id}/")
+        assert summary["step_count"] == 6
+    finally:
+        second.stop()
+    # found in its host, not rebuilt from the journal
+    assert "restored instance" not in second.log(), second.log()
+
+
+def test_api_processes_share_the_instances(ray_env: dict[str, str]) -> None:
+    servers = [gymserver(ray_env), gymserver(ray_env, "--workers", "2")]
+    try:
+        status, made = servers[0].request(
+            "POST", "/v1/envs/", {"env_id": "FrozenLake-v1", "seed": 1}
+        )
+        instance_id = made["instance_id"]
+        servers[1].request("POST", f"/v1/envs/{instance_id}/reset/", {})
+        for i in range(6):  # turn about: each answers the other's instance
+            step(servers[i % 2], instance_id, 2)
+        status, listed = servers[1].request("GET", "/v1/envs/")
+        assert instance_id in listed["all_envs"]
+        status, closed = servers[1].request(
+            "POST", f"/v1/envs/{instance_id}/close/", {}
+        )
+        assert status == 200
+        status, answer = servers[0].request(
+            "POST", f"/v1/envs/{instance_id}/step/", {"action": 0}
+        )
+        assert status == 400
+        assert answer["message"] == f"Instance_id {instance_id} unknown"
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_a_local_backend_server_is_refused_beside_ray_servers(
+    ray_env: dict[str, str],
+) -> None:
+    on_ray = gymserver(ray_env)
+    try:
+        local_env = {k: v for k, v in ray_env.items() if k != "GYM_BACKEND"}
+        done = subprocess.run(
+            [sys.executable, "manage.py", "gymserver", "-p", str(free_port())],
+            cwd=ROOT,
+            env=local_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2
+        assert "already serves this registry" in done.stderr
+    finally:
+        on_ray.stop()
+
+
+def test_quotas_and_login_throttles_hold_across_api_processes(
+    ray_env: dict[str, str],
+) -> None:
+    env = {
+        **ray_env,
+        "GYM_MAX_INSTANCES": "3",
+        "GYM_AUTH_FAILURE_LIMIT": "3",
+        "GYM_AUTH_FAILURE_WINDOW": "60",
+    }
+    servers = [gymserver(env), gymserver(env)]
+    try:
+        made = [
+            servers[i % 2].request("POST", "/v1/envs/", {"env_id": "CartPole-v1"})
+            for i in range(4)
+        ]
+        assert [status for status, _ in made] == [200, 200, 200, 429]
+        assert made[3][1]["message"].startswith("Too many instances: you have 3 open")
+
+        def bad_login(server: Server) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            conn.request("GET", "/v1/envs/", headers={"Authorization": "Token nope"})
+            status = conn.getresponse().status
+            conn.close()
+            return status
+
+        statuses = [bad_login(servers[i % 2]) for i in range(4)]
+        assert statuses == [401, 401, 401, 429]  # the third failure was the other's
+    finally:
+        for server in servers:
+            server.stop()
