@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -83,6 +83,9 @@ class Handler:
     blocking: bool
     delay: float = 0.0  # seconds a front holds the answer back (refused credentials)
     route: str = "other"  # the metrics' route label
+    # On Ray's hosts: the same answer on the event loop, awaiting the host (raises
+    # services.NotOnTheLoop when ``call`` must run in a thread instead)
+    acall: Callable[[], Awaitable[Answer]] | None = None
 
     def __call__(self, wait: bool = True) -> Answer:
         return self.call(wait)
@@ -124,10 +127,14 @@ def route(req: Request) -> Handler | None:
             lambda wait: _answer(target.route, _close, user, instance_id), True
         )
     use = _USES[name]
+    remote = _AUSES[name] if services.REMOTE else None
     return Handler(
         lambda wait: _answer(target.route, use, user, instance_id, req.body, wait),
         conf.journal_waits and (name != "action_space_sample" or services.REMOTE),
         route=name,
+        acall=None
+        if remote is None
+        else lambda: _aanswer(target.route, remote, user, instance_id, req.body),
     )
 
 
@@ -251,6 +258,41 @@ def _sample(user: Any, instance_id: str, body: bytes, wait: bool) -> Any:
 
 
 _USES = {"step": _step, "reset": _reset, "action_space_sample": _sample}
+
+
+async def _astep(user: Any, instance_id: str, body: bytes) -> Any:
+    args = protocol.step_args(protocol.loads(body))
+    return await services.alive(
+        user, instance_id, "step", args.action, args.render, args.seq
+    )
+
+
+async def _areset(user: Any, instance_id: str, body: bytes) -> Any:
+    return await services.alive(user, instance_id, "reset")
+
+
+async def _asample(user: Any, instance_id: str, body: bytes) -> Any:
+    return {"action": await services.alive(user, instance_id, "sample")}
+
+
+_AUSES = {"step": _astep, "reset": _areset, "action_space_sample": _asample}
+
+
+async def _aanswer(
+    route: protocol.Route, call: Callable[..., Awaitable[Any]], *args: Any
+) -> Answer:
+    """``_answer`` awaiting the use case (NotOnTheLoop goes up: a thread's job)."""
+    try:
+        data = await call(*args)
+    except services.NotOnTheLoop:
+        raise
+    except Exception as exc:
+        return _answer(route, _raise, exc)
+    return Answer(200, list(_headers(route)), protocol.dumps(data))
+
+
+def _raise(exc: Exception) -> Any:
+    raise exc
 
 
 def _with_database(call: Callable[..., Any], *args: Any) -> Any:

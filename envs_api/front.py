@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import io
 import logging
 import sys
@@ -83,6 +84,7 @@ class Front:
         connect = getattr(services.backend(), "connect", None)
         if connect is not None:
             connect()
+        gc.freeze()  # what startup loaded stays for good: collections skip it
         maintenance.start()
 
     def stop(self) -> None:
@@ -204,6 +206,9 @@ class Front:
                 return await loop.run_in_executor(
                     self.pool, self._django, req, connection()
                 )
+            if handler.acall is not None:  # Ray's hosts, awaited on the loop
+                with contextlib.suppress(services.NotOnTheLoop):
+                    return await handler.acall()
             if handler.blocking:
                 return await loop.run_in_executor(self.pool, handler, True)
             try:
@@ -558,6 +563,9 @@ class FrontProtocol(HttpToolsProtocol):
         except Exception:  # a bug: Front routes it again and answers the 500
             self._hand_over(body, _UNROUTED)
             return
+        if handler is not None and handler.acall is not None and not handler.delay:
+            self._answer_later(handler)  # Ray's hosts: awaited here, in order
+            return
         if handler is None or handler.blocking or handler.delay:
             self._hand_over(body, handler)
             return
@@ -574,6 +582,54 @@ class FrontProtocol(HttpToolsProtocol):
         metrics.observe_on_loop(
             handler.route, answer.status, time.perf_counter() - self._began
         )
+
+    def _answer_later(self, handler: fastpath.Handler) -> None:
+        """Answer by awaiting the handler on the loop (a host's wire), no thread.
+
+        Until it is written, uvicorn sees an unfinished cycle: a request behind it
+        on this connection waits in uvicorn's queue, so answers keep their order;
+        the answer's end starts the next one as uvicorn's own cycles do."""
+        keep_alive = (
+            self.parser.should_keep_alive() and self.parser.get_http_version() != "1.0"
+        )
+        self._awaited = None  # the host call has its own bound (GYM_RAY_TIMEOUT)
+        pending = _Pending()
+        self.cycle = pending  # type: ignore[assignment]
+        began = self._began
+        self.loop.create_task(self._finish_later(handler, pending, keep_alive, began))
+
+    async def _finish_later(
+        self,
+        handler: fastpath.Handler,
+        pending: _Pending,
+        keep_alive: bool,
+        began: float,
+    ) -> None:
+        assert handler.acall is not None
+        try:
+            try:
+                answer = await handler.acall()
+            except services.NotOnTheLoop:  # the registry is needed: a thread
+                answer = await asyncio.to_thread(handler, True)
+        except Exception as exc:
+            log.exception("Unhandled error in the front")
+            answer = _error(500, protocol.internal_error(exc)["message"])
+        pending.response_complete = True
+        if self.transport.is_closing() or pending.disconnected:
+            return
+        self._write(answer, keep_alive=keep_alive and pending.keep_alive)
+        metrics.observe_on_loop(
+            handler.route, answer.status, time.perf_counter() - began
+        )
+        if not self.transport.is_closing():
+            self._next_in_line()
+
+    def _next_in_line(self) -> None:
+        """After an answer written later: start a request uvicorn queued behind it."""
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._awaited = None
+            self._start_asgi_task(cycle, app)
 
     def _hand_over(self, body: bytes, handler: Any) -> None:
         """uvicorn's ordinary way to Front, with the body read and the handler chosen."""
@@ -592,13 +648,20 @@ class FrontProtocol(HttpToolsProtocol):
         self.headers = self.scope["headers"] = headers
         HttpToolsProtocol.on_headers_complete(self)
 
-    def _write(self, answer: fastpath.Answer, close: bool = False) -> None:
-        """Write an answer as uvicorn's cycle would, then wait for the next request."""
-        keep_alive = (
-            not close
-            and self.parser.should_keep_alive()
-            and self.parser.get_http_version() != "1.0"
-        )
+    def _write(
+        self,
+        answer: fastpath.Answer,
+        close: bool = False,
+        keep_alive: bool | None = None,
+    ) -> None:
+        """Write an answer as uvicorn's cycle would, then wait for the next request.
+        ``keep_alive``: the request's, when the parser has moved on since."""
+        if keep_alive is None:
+            keep_alive = (
+                self.parser.should_keep_alive()
+                and self.parser.get_http_version() != "1.0"
+            )
+        keep_alive = keep_alive and not close
         self.transport.write(
             b"".join(
                 (
@@ -648,6 +711,18 @@ class FrontProtocol(HttpToolsProtocol):
         else:  # headers or the next request: uvicorn's way, close without a word
             self._awaited = None
             self.transport.close()
+
+
+class _Pending:
+    """What uvicorn sees of an answer being awaited on the loop (its cycle's
+    attributes that it reads or sets): not complete yet."""
+
+    response_complete = False
+    disconnected = False
+    keep_alive = True
+
+    def __init__(self) -> None:
+        self.message_event = asyncio.Event()
 
 
 # Requests of one connection the shortcut answers within one read of its socket.

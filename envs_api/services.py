@@ -461,6 +461,23 @@ def step(
     )
 
 
+class NotOnTheLoop(Exception):
+    """An async use case that needs the database (the instance is not live here,
+    or its host lost it): run the synchronous one in a thread instead. Nothing was
+    applied."""
+
+
+async def alive(user: Any, instance_id: str, method: str, *args: Any, **kw: Any) -> Any:
+    """A use of the caller's live instance on the event loop (Ray's hosts, over
+    their wire): ``method`` of the backend, or NotOnTheLoop."""
+    if not _backend.holds(instance_id, owner_id(user)):
+        raise NotOnTheLoop
+    try:
+        return await _backend.acall(method, instance_id, *args, **kw)
+    except Gone:
+        raise NotOnTheLoop from None
+
+
 def steps(
     user: Any, items: list[tuple[str, protocol.StepArgs]]
 ) -> list[dict[str, Any] | Exception]:

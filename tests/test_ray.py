@@ -44,6 +44,7 @@ def ray_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayBackend
     """A local Ray of 2 CPUs with 2 host actors, as this process's backend."""
     namespace = f"gymsite-test-{uuid.uuid4().hex[:8]}"
     ray.init(
+        address="local",  # a Ray of its own, even beside a `ray start` one
         num_cpus=2,
         namespace=namespace,
         include_dashboard=False,
@@ -128,6 +129,11 @@ def test_a_killed_host_is_restarted_and_its_instances_continue_exactly(
     host = ray_backend._placed[instance_id].host
 
     ray.kill(host, no_restart=False)  # the process dies; Ray starts it again
+    name = where.split("#")[0]
+    deadline = time.monotonic() + 60
+    while ray_backend.hosts().get(name, where) == where:  # not yet restarted
+        assert time.monotonic() < deadline, "the host was not restarted"
+        time.sleep(0.2)
 
     status, answer = post(api, f"/v1/envs/{instance_id}/step/", {"action": actions[5]})
     if status == 503:  # the request that met the dying host: retry

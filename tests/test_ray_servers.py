@@ -5,6 +5,8 @@ server refused beside them; and ``--workers`` refused without Ray."""
 from __future__ import annotations
 
 import http.client
+import json
+import socket
 import subprocess
 import sys
 import uuid
@@ -200,3 +202,45 @@ def test_quotas_and_login_throttles_hold_across_api_processes(
     finally:
         for server in servers:
             server.stop()
+
+
+def test_pipelined_requests_on_ray_are_answered_in_order(
+    ray_env: dict[str, str],
+) -> None:
+    server = gymserver(ray_env)
+    try:
+        status, made = server.request(
+            "POST", "/v1/envs/", {"env_id": "CartPole-v1", "seed": 7}
+        )
+        instance_id = made["instance_id"]
+        server.request("POST", f"/v1/envs/{instance_id}/reset/", {})
+        local = gym.make("CartPole-v1")
+        local.reset(seed=7)
+        actions = [1, 0, 1, 1, 0]
+
+        def raw(path: str, body: bytes) -> bytes:
+            return (
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Content-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+
+        burst = b"".join(
+            raw(f"/v1/envs/{instance_id}/step/", b'{"action": %d}' % a) for a in actions
+        ) + raw("/v1/envs/", b'{"env_id": "CartPole-v1"}')  # Django's, last
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(burst)
+            reader = sock.makefile("rb")
+            answers = []
+            for _ in range(len(actions) + 1):
+                assert reader.readline().startswith(b"HTTP/1.1 200")
+                length = 0
+                while (line := reader.readline()) != b"\r\n":
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                answers.append(json.loads(reader.read(length)))
+        for action, answer in zip(actions, answers, strict=False):
+            assert np.allclose(answer["observation"], local.step(action)[0])
+        assert set(answers[-1]) == {"instance_id", "env_id"}
+    finally:
+        server.stop()
