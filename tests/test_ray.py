@@ -229,3 +229,17 @@ def test_an_instance_being_rebuilt_elsewhere_answers_503_until_it_is(
     assert status == 200, answer
     row = EnvInstance.objects.get(instance_id=instance_id)
     assert row.host == ray_backend.where(instance_id)
+
+
+def test_closing_an_instance_another_process_placed_closes_it_on_its_host(
+    api: APIClient, ray_backend: RayBackend
+) -> None:
+    instance_id = made(api, seed=1)
+    assert instance_id in ray_backend.ids()
+    ray_backend._placed.clear()  # as another API process (the reaper's) sees it
+
+    assert services.expire(instance_id, time.time() + 60, "idle (a test)")
+
+    assert instance_id not in ray_backend.ids()
+    row = EnvInstance.objects.get(instance_id=instance_id)
+    assert (row.status, row.close_reason) == ("expired", "idle (a test)")

@@ -252,6 +252,10 @@ class Host:
                 out.append(exc)
         return out
 
+    def close_if_held(self, instance_id: str) -> Counters | None:
+        """Close the instance if it is held here (its counters), else None."""
+        return self.backend.close(instance_id)
+
     def changed(self) -> list[Counters]:
         return self.backend.changed()
 
@@ -753,8 +757,9 @@ class RayBackend:
 
     def close(self, instance_id: str) -> Counters | None:
         placed = self._placed.get(instance_id)
-        if placed is None:
-            return None
+        if placed is None:  # held by a host this process has not asked: ask each
+            closed = [c for c in self._all("close_if_held", instance_id) if c]
+            return closed[0] if closed else None
         try:
             return self._call("close", instance_id)  # type: ignore[no-any-return]
         except UsageError:
