@@ -35,7 +35,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener
@@ -312,6 +312,7 @@ class _Wire:
         self._idle: queue.SimpleQueue[Connection] = queue.SimpleQueue()
         # the event loop's own (one loop per API process; never shared by threads)
         self._aidle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def call(self, method: str, instance_id: str, *args: Any, **kwargs: Any) -> Any:
         conn = self._connection()
@@ -375,7 +376,7 @@ class _Wire:
             if not reader.at_eof() and not writer.is_closing():
                 return reader, writer
             writer.close()
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         try:  # the key's handshake is multiprocessing's: once, in a thread
             conn = await loop.run_in_executor(
                 None, lambda: Client(self.address, authkey=self.key)
@@ -393,8 +394,10 @@ class _Wire:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 break
-        while self._aidle:
-            self._aidle.pop()[1].close()
+        while self._aidle:  # the loop's own: closed on the loop
+            writer = self._aidle.pop()[1]
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(writer.close)
 
 
 def _frame(data: bytes) -> bytes:
@@ -608,11 +611,29 @@ class RayBackend:
 
     def _call(self, method: str, instance_id: str, *args: Any, **kwargs: Any) -> Any:
         """One use of a placed instance, over its host's wire."""
+        wire = self._wire_of(instance_id)
+        with self._wire_errors(method, instance_id):
+            return wire.call(method, instance_id, *args, **kwargs)
+
+    async def acall(
+        self, method: str, instance_id: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        """``_call`` on the event loop (the fast path's steps, resets, samples)."""
+        wire = self._wire_of(instance_id)
+        with self._wire_errors(method, instance_id):
+            return await wire.acall(method, instance_id, *args, **kwargs)
+
+    def _wire_of(self, instance_id: str) -> _Wire:
         placed = self._placed.get(instance_id)
         if placed is None:
             raise Gone(instance_id)
+        return placed.wire
+
+    @contextlib.contextmanager
+    def _wire_errors(self, method: str, instance_id: str) -> Iterator[None]:
+        """A wire's failures as the API's errors."""
         try:
-            return placed.wire.call(method, instance_id, *args, **kwargs)
+            yield
         except Gone:
             self._drop(instance_id)
             raise
@@ -625,30 +646,6 @@ class RayBackend:
                 f"{self.config.timeout:g} s (GYM_RAY_TIMEOUT); try again in a moment"
             ) from None
         except (OSError, EOFError) as exc:  # sent, and the host went: applied?
-            self._lost(instance_id)
-            raise HostLost(instance_id, type(exc).__name__) from None
-
-    async def acall(
-        self, method: str, instance_id: str, *args: Any, **kwargs: Any
-    ) -> Any:
-        """``_call`` on the event loop (the fast path's steps, resets, samples)."""
-        placed = self._placed.get(instance_id)
-        if placed is None:
-            raise Gone(instance_id)
-        try:
-            return await placed.wire.acall(method, instance_id, *args, **kwargs)
-        except Gone:
-            self._drop(instance_id)
-            raise
-        except Unreachable:
-            self._lost(instance_id)
-            raise Gone(instance_id) from None
-        except TimeoutError:
-            raise RayUnavailable(
-                f"The host of instance {instance_id} did not answer {method} within "
-                f"{self.config.timeout:g} s (GYM_RAY_TIMEOUT); try again in a moment"
-            ) from None
-        except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
             self._lost(instance_id)
             raise HostLost(instance_id, type(exc).__name__) from None
 
