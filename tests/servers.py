@@ -77,13 +77,13 @@ class Server:
             "Content-Type", ""
         ) else raw
 
-    def stop(self) -> int:
+    def stop(self, timeout: float = 30) -> int:
         assert self.proc is not None
         if self.conn is not None:
             self.conn.close()
             self.conn = None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
+        return self.proc.wait(timeout=timeout)
 
     def log(self) -> str:
         """What the server printed so far."""

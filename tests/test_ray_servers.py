@@ -20,6 +20,9 @@ import pytest
 from tests.servers import ROOT, Server, free_port
 
 pytestmark = pytest.mark.slow
+# A server on Ray stops its workers, whose last flush asks every host for its
+# counters: on a loaded 2-core machine that has taken more than 30 s
+STOP_SECONDS = 120
 
 
 def test_workers_need_the_ray_backend(server_env: dict[str, str]) -> None:
@@ -109,7 +112,7 @@ def test_restarting_every_api_process_keeps_the_live_envs(
             step(first, instance_id, action)
             local.step(action)
     finally:
-        assert first.stop() == 0
+        assert first.stop(STOP_SECONDS) == 0
     assert "joined the running cluster" in first.log()
 
     second = gymserver(ray_env)
@@ -121,7 +124,7 @@ def test_restarting_every_api_process_keeps_the_live_envs(
         status, summary = second.request("GET", f"/v1/envs/{instance_id}/")
         assert summary["step_count"] == 6
     finally:
-        second.stop()
+        second.stop(STOP_SECONDS)
     # found in its host, not rebuilt from the journal
     assert "restored instance" not in second.log(), second.log()
 
@@ -149,7 +152,7 @@ def test_api_processes_share_the_instances(ray_env: dict[str, str]) -> None:
         assert answer["message"] == f"Instance_id {instance_id} unknown"
     finally:
         for server in servers:
-            server.stop()
+            server.stop(STOP_SECONDS)
 
 
 def test_a_local_backend_server_is_refused_beside_ray_servers(
@@ -169,7 +172,7 @@ def test_a_local_backend_server_is_refused_beside_ray_servers(
         assert done.returncode == 2
         assert "already serves this registry" in done.stderr
     finally:
-        on_ray.stop()
+        on_ray.stop(STOP_SECONDS)
 
 
 def test_quotas_and_login_throttles_hold_across_api_processes(
@@ -201,7 +204,7 @@ def test_quotas_and_login_throttles_hold_across_api_processes(
         assert statuses == [401, 401, 401, 429]  # the third failure was the other's
     finally:
         for server in servers:
-            server.stop()
+            server.stop(STOP_SECONDS)
 
 
 def test_pipelined_requests_on_ray_are_answered_in_order(
@@ -243,4 +246,4 @@ def test_pipelined_requests_on_ray_are_answered_in_order(
             assert np.allclose(answer["observation"], local.step(action)[0])
         assert set(answers[-1]) == {"instance_id", "env_id"}
     finally:
-        server.stop()
+        server.stop(STOP_SECONDS)
