@@ -74,6 +74,17 @@ class Stepper:
         return out
 
 
+def assert_not_stalled(normal: list[float], attacked: list[float]) -> None:
+    """The p99s under attack stay within twice the normal ones plus 3 ms.
+
+    Serving the attack costs the server some CPU (2,000 trickled bytes a second are
+    2,000 reads), which on a loaded 2-core machine can put a millisecond in front of
+    an unlucky step; a stall (a server waiting on a slow client) costs 50 ms to
+    seconds, far past this bound.
+    """
+    assert median(attacked) <= 2 * median(normal) + 0.003, (normal, attacked)
+
+
 def p99(samples: list[float]) -> float:
     return sorted(samples)[int(len(samples) * 0.99)]
 
@@ -122,7 +133,7 @@ def test_it_steps_on_while_clients_send_partial_bodies(server: Server) -> None:
         for sock in socks:
             sock.close()
 
-    assert median(attacked) <= 2 * max(median(normal), 0.0005), (normal, attacked)
+    assert_not_stalled(normal, attacked)
 
 
 # The attacker runs at the lowest CPU priority: what is measured is what the server
@@ -159,7 +170,7 @@ def test_it_steps_on_while_clients_trickle_their_headers(server: Server) -> None
         trickler.kill()
         trickler.communicate()
 
-    assert median(attacked) <= 2 * max(median(normal), 0.0005), (normal, attacked)
+    assert_not_stalled(normal, attacked)
 
 
 def test_the_server_hangs_up_on_a_header_trickler(server: Server) -> None:
@@ -248,6 +259,6 @@ def test_it_steps_on_while_clients_guess_passwords(server: Server) -> None:
     lines += attack.communicate(timeout=30)[0].splitlines()
     statuses = [line.split()[-1] for line in lines]
 
-    assert median(attacked) <= 2 * max(median(normal), 0.0005), (normal, attacked)
+    assert_not_stalled(normal, attacked)
     assert statuses.count("401") <= 20  # a few guesses were checked, then...
     assert set(statuses) <= {"401", "429"}  # ...the rest refused before hashing
