@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from multiprocessing.connection import Client
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,32 @@ def test_errors_from_a_host_are_the_apis(api: APIClient) -> None:
 
     assert status == 400
     assert answer == {"message": "Action 7 is not in Discrete(2)"}
+
+
+def test_a_caller_that_sends_half_a_request_holds_up_nobody(
+    api: APIClient, ray_backend: RayBackend
+) -> None:
+    instance_id = made(api, seed=5)
+    local = gym.make("CartPole-v1")
+    local.reset(seed=5)
+    post(api, f"/v1/envs/{instance_id}/reset/")
+    address, port, key, _ = ray.get(
+        ray_backend._placed[instance_id].host.endpoint.remote()
+    )
+    stalled = Client((address, port), authkey=key)  # let in: it has the key
+    stalled._send(b"\x00\x00\x01\x00abc")  # promises a 256-byte request, sends 3
+    time.sleep(1)  # the host has read them, and would wait for the rest
+    try:
+        began = time.monotonic()
+        for action in (1, 0, 1):
+            status, answer = post(
+                api, f"/v1/envs/{instance_id}/step/", {"action": action}
+            )
+            assert status == 200, answer
+            assert np.allclose(answer["observation"], local.step(action)[0])
+        assert time.monotonic() - began < 5  # not a wait for the missing bytes
+    finally:
+        stalled.close()
 
 
 def test_a_batch_is_one_call_per_host(

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
+import msgpack
 import numpy as np
 import pytest
 
@@ -247,3 +248,42 @@ def test_pipelined_requests_on_ray_are_answered_in_order(
         assert set(answers[-1]) == {"instance_id", "env_id"}
     finally:
         server.stop(STOP_SECONDS)
+
+
+def test_big_answers_cross_the_wire_whole(ray_env: dict[str, str]) -> None:
+    """Atari frames (100,800 numbers: ~100 KB in msgpack, ~300 KB in v1's JSON) come
+    back from their host in many reads, each answer the frame of its own step."""
+    server = gymserver(ray_env)
+    try:
+        for version in ("v2", "v1"):
+            local = gym.make("ALE/Breakout-v5")
+            local.reset(seed=3)
+            status, made = server.request(
+                "POST", f"/{version}/envs/", {"env_id": "ALE/Breakout-v5", "seed": 3}
+            )
+            assert status == 200, made
+            instance_id = made["instance_id"]
+            server.request("POST", f"/{version}/envs/{instance_id}/reset/", {})
+            for action in (1, 3, 2, 0):
+                frame = big_step(server, version, instance_id, action)
+                assert np.array_equal(frame, local.step(action)[0])
+    finally:
+        server.stop(STOP_SECONDS)
+
+
+def big_step(server: Server, version: str, instance_id: str, action: int) -> Any:
+    """A step's observation, through v2's msgpack or v1's JSON."""
+    if version == "v1":
+        return np.array(step(server, instance_id, action)["observation"], np.uint8)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request(
+        "POST",
+        f"/v2/envs/{instance_id}/step/",
+        msgpack.packb({"action": action}),
+        {"Content-Type": "application/msgpack", "Accept": "application/msgpack"},
+    )
+    reply = conn.getresponse()
+    assert reply.status == 200
+    tensor = msgpack.unpackb(reply.read())["observation"]
+    conn.close()
+    return np.frombuffer(tensor["data"], tensor["dtype"]).reshape(tensor["shape"])

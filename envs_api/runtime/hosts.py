@@ -13,8 +13,10 @@ incarnation, so a row that names an old one is to be rebuilt.
 
 ``RayBackend`` is the ``Backend`` of an API process. It remembers, per instance, its
 host and what it was made from (spec, spaces), so that routing a request needs no
-call; each use is one actor call (``ray.get`` with a bounded wait, in the request's
-thread), and a batch of steps is one call per host. It never reads the database:
+call; each use is one message over its host's wire (an authenticated socket that
+the host serves beside Ray, see ``Host``), awaited on the event loop by the fast
+path, and a batch of steps is one message per host. Ray places, names, restarts
+and finds the hosts; the slow calls (open, attach, census) are actor calls. It never reads the database:
 services tell it where a registry row says an instance is (``attach``).
 """
 
@@ -35,7 +37,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener
@@ -93,6 +95,11 @@ class RayConfig:
 
 # --- the host actor ----------------------------------------------------------------
 
+# The wire: bytes a host reads from a connection at a time, and how long it waits for
+# an API process to take an answer before it drops that connection.
+WIRE_READ = 256 * 1024
+SEND_TIMEOUT = 30.0
+
 # LocalBackend's methods a host runs for an API process, by name
 _CALLS = frozenset(
     {
@@ -137,7 +144,7 @@ class Host:
         self._key = secrets.token_bytes(32)
         self._listener = Listener(("0.0.0.0", 0), authkey=self._key)  # noqa: S104
         self._wire_lock = threading.Lock()
-        self._incoming: list[Connection] = []
+        self._incoming: list[socket.socket] = []
         self._wake_r, self._wake_w = socket.socketpair()
         threading.Thread(target=self._accept, name="wire-accept", daemon=True).start()
         threading.Thread(target=self._serve, name="wire", daemon=True).start()
@@ -164,15 +171,20 @@ class Host:
                 conn = self._listener.accept()  # checks the caller's key (HMAC)
             except (OSError, EOFError, AuthenticationError):
                 continue  # a stranger, or one that hung up
+            sock = socket.socket(fileno=os.dup(conn.fileno()))  # framed here now
+            conn.close()
+            sock.setblocking(False)  # read when select says so; sent by _send
             with self._wire_lock:
-                self._incoming.append(conn)
+                self._incoming.append(sock)
             self._wake_w.send(b"x")
 
     def _serve(self) -> None:
         """Every API process's connections, served by this one thread: (method,
         instance id, args, kwargs) in, ("ok", result) or ("error", exception) out.
         One thread: steps are CPU work under the GIL, which threads would only pass
-        around between them."""
+        around between them. A connection's bytes are read as they come (one read
+        a request, most often) and a request is answered once its frame is whole:
+        a caller that sends half a frame holds up nobody."""
         selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ)
         while True:
@@ -181,20 +193,37 @@ class Host:
                     self._wake_r.recv(4096)
                     with self._wire_lock:
                         incoming, self._incoming = self._incoming, []
-                    for conn in incoming:
-                        selector.register(conn, selectors.EVENT_READ)
-                elif not self._answer(key.fileobj):  # type: ignore[arg-type]
+                    for sock in incoming:
+                        selector.register(sock, selectors.EVENT_READ, bytearray())
+                elif not self._read(key.fileobj, key.data):  # type: ignore[arg-type]
                     selector.unregister(key.fileobj)
                     key.fileobj.close()  # type: ignore[union-attr]
 
-    def _answer(self, conn: Connection) -> bool:
-        """Answer one request on ``conn``; False when it is done for."""
+    def _read(self, sock: socket.socket, buffer: bytearray) -> bool:
+        """Read what ``sock`` has and answer each whole request in it; False when
+        the connection is done for (closed, broken, or its answer not taken)."""
         try:
-            method, instance_id, args, kwargs = conn.recv()
-        except (EOFError, OSError):
+            data = sock.recv(WIRE_READ)
+        except BlockingIOError:
+            return True
+        except OSError:
             return False
+        if not data:
+            return False
+        buffer += data
+        while (frame := _take_frame(buffer)) is not None:
+            try:
+                _send(sock, _frame(self._answer(frame)))
+            except OSError:  # gone, or not reading (SEND_TIMEOUT)
+                return False
+        return True
+
+    def _answer(self, frame: bytes) -> bytes:
+        """The answer to one request, pickled."""
+        method = "?"
         result: tuple[str, Any]
         try:
+            method, instance_id, args, kwargs = pickle.loads(frame)
             if method == "steps":
                 result = ("ok", self.steps(args[0]))
             else:
@@ -202,12 +231,9 @@ class Host:
         except Exception as exc:
             result = ("error", exc)
         try:
-            conn.send(result)
-        except (OSError, ValueError):
-            return False
+            return pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # an answer that does not pickle
-            conn.send(("error", UsageError(f"{method}: {exc}")))
-        return True
+            return pickle.dumps(("error", UsageError(f"{method}: {exc}")))
 
     def pid(self) -> int:
         return os.getpid()
@@ -311,7 +337,7 @@ class _Wire:
         self.timeout = timeout
         self._idle: queue.SimpleQueue[Connection] = queue.SimpleQueue()
         # the event loop's own (one loop per API process; never shared by threads)
-        self._aidle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._aidle: list[_Stream] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def call(self, method: str, instance_id: str, *args: Any, **kwargs: Any) -> Any:
@@ -353,29 +379,26 @@ class _Wire:
     ) -> Any:
         """``call`` without a thread: the request and answer are framed as
         multiprocessing.connection frames them, on a connection it authenticated."""
-        reader, writer = await self._astream()
+        stream = await self._astream()
         data = pickle.dumps(
             (method, instance_id, args, kwargs), pickle.HIGHEST_PROTOCOL
         )
         try:
-            writer.write(_frame(data))
-            status, result = pickle.loads(
-                await asyncio.wait_for(_read_frame(reader), self.timeout)
-            )
+            status, result = pickle.loads(await stream.ask(data, self.timeout))
         except BaseException:
-            writer.close()
+            stream.close()  # a late answer must not be read as the next one's
             raise
-        self._aidle.append((reader, writer))
+        self._aidle.append(stream)
         if status == "error":
             raise result
         return result
 
-    async def _astream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _astream(self) -> _Stream:
         while self._aidle:
-            reader, writer = self._aidle.pop()
-            if not reader.at_eof() and not writer.is_closing():
-                return reader, writer
-            writer.close()
+            stream = self._aidle.pop()
+            if stream.usable():
+                return stream
+            stream.close()
         loop = self._loop = asyncio.get_running_loop()
         try:  # the key's handshake is multiprocessing's: once, in a thread
             conn = await loop.run_in_executor(
@@ -386,7 +409,7 @@ class _Wire:
         sock = socket.socket(fileno=os.dup(conn.fileno()))
         conn.close()
         sock.setblocking(False)
-        return await asyncio.open_connection(sock=sock)
+        return (await loop.create_connection(_Stream, sock=sock))[1]
 
     def close(self) -> None:
         while True:
@@ -395,9 +418,24 @@ class _Wire:
             except queue.Empty:
                 break
         while self._aidle:  # the loop's own: closed on the loop
-            writer = self._aidle.pop()[1]
+            stream = self._aidle.pop()
             if self._loop is not None:
-                self._loop.call_soon_threadsafe(writer.close)
+                self._loop.call_soon_threadsafe(stream.close)
+
+
+def _send(sock: socket.socket, data: bytes) -> None:
+    """Send all of ``data`` on a non-blocking socket: at once, most often (no wait
+    and no extra system call); what does not fit waits SEND_TIMEOUT s at most."""
+    try:
+        sent = sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    if sent < len(data):
+        sock.settimeout(SEND_TIMEOUT)
+        try:
+            sock.sendall(memoryview(data)[sent:])
+        finally:
+            sock.setblocking(False)
 
 
 def _frame(data: bytes) -> bytes:
@@ -408,11 +446,79 @@ def _frame(data: bytes) -> bytes:
     return struct.pack("!i", len(data)) + data
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> bytes:
-    (size,) = struct.unpack("!i", await reader.readexactly(4))
+class _Stream(asyncio.Protocol):
+    """One wire connection on the event loop, one question at a time: a frame out,
+    the answer's frame back. A protocol, not asyncio's streams: no task or future
+    per read, one timer per question (the step path's hop, on every step)."""
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[bytes] | None = None
+        self._lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            frame = _take_frame(self._buffer)
+            if frame is not None:
+                waiter.set_result(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc or EOFError("the host hung up"))
+
+    def usable(self) -> bool:
+        """Open, with nothing unasked for in it (a host that hung up)."""
+        return not self._lost and not self._buffer and self._transport is not None
+
+    async def ask(self, data: bytes, timeout: float) -> bytes:
+        """Send a frame and await the answer's, for ``timeout`` s at most."""
+        assert self._transport is not None
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bytes] = loop.create_future()
+        self._waiter = waiter
+        self._transport.write(_frame(data))
+        timer = loop.call_later(timeout, _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def close(self) -> None:
+        self._lost = True
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _expire(waiter: asyncio.Future[bytes]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+def _take_frame(buffer: bytearray) -> bytes | None:
+    """The first whole frame in ``buffer``, taken out of it; None if none is."""
+    if len(buffer) < 4:
+        return None
+    (size,) = struct.unpack_from("!i", buffer)
+    start = 4
     if size == -1:
-        (size,) = struct.unpack("!Q", await reader.readexactly(8))
-    return await reader.readexactly(size)
+        if len(buffer) < 12:
+            return None
+        (size,) = struct.unpack_from("!Q", buffer, 4)
+        start = 12
+    if len(buffer) < start + size:
+        return None
+    frame = bytes(buffer[start : start + size])
+    del buffer[: start + size]
+    return frame
 
 
 @dataclass
@@ -612,16 +718,20 @@ class RayBackend:
     def _call(self, method: str, instance_id: str, *args: Any, **kwargs: Any) -> Any:
         """One use of a placed instance, over its host's wire."""
         wire = self._wire_of(instance_id)
-        with self._wire_errors(method, instance_id):
+        try:
             return wire.call(method, instance_id, *args, **kwargs)
+        except Exception as exc:
+            raise self._wire_error(exc, method, instance_id) from None
 
     async def acall(
         self, method: str, instance_id: str, *args: Any, **kwargs: Any
     ) -> Any:
         """``_call`` on the event loop (the fast path's steps, resets, samples)."""
         wire = self._wire_of(instance_id)
-        with self._wire_errors(method, instance_id):
+        try:
             return await wire.acall(method, instance_id, *args, **kwargs)
+        except Exception as exc:
+            raise self._wire_error(exc, method, instance_id) from None
 
     def _wire_of(self, instance_id: str) -> _Wire:
         placed = self._placed.get(instance_id)
@@ -629,25 +739,22 @@ class RayBackend:
             raise Gone(instance_id)
         return placed.wire
 
-    @contextlib.contextmanager
-    def _wire_errors(self, method: str, instance_id: str) -> Iterator[None]:
-        """A wire's failures as the API's errors."""
-        try:
-            yield
-        except Gone:
+    def _wire_error(self, exc: Exception, method: str, instance_id: str) -> Exception:
+        """What to raise for a wire's failure ``exc``: the API's error for it."""
+        if isinstance(exc, Gone):
             self._drop(instance_id)
-            raise
-        except Unreachable:  # nothing sent: rebuilt, then sent again (services)
+        elif isinstance(exc, Unreachable):  # nothing sent: rebuilt, sent again
             self._lost(instance_id)
-            raise Gone(instance_id) from None
-        except TimeoutError:
-            raise RayUnavailable(
+            return Gone(instance_id)
+        elif isinstance(exc, TimeoutError):
+            return RayUnavailable(
                 f"The host of instance {instance_id} did not answer {method} within "
                 f"{self.config.timeout:g} s (GYM_RAY_TIMEOUT); try again in a moment"
-            ) from None
-        except (OSError, EOFError) as exc:  # sent, and the host went: applied?
+            )
+        elif isinstance(exc, OSError | EOFError):  # sent, and the host went: applied?
             self._lost(instance_id)
-            raise HostLost(instance_id, type(exc).__name__) from None
+            return HostLost(instance_id, type(exc).__name__)
+        return exc  # the host's own answer (a UsageError...)
 
     def reset(
         self,
