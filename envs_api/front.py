@@ -662,17 +662,17 @@ class FrontProtocol(HttpToolsProtocol):
                 and self.parser.get_http_version() != "1.0"
             )
         keep_alive = keep_alive and not close
-        self.transport.write(
-            b"".join(
-                (
-                    STATUS_LINE[answer.status],
-                    _head(answer.headers),
-                    b"content-length: %d\r\n" % len(answer.body),
-                    b"\r\n" if keep_alive else b"connection: close\r\n\r\n",
-                    answer.body,
-                )
-            )
+        parts = (
+            STATUS_LINE[answer.status],
+            _head(answer.headers),
+            b"content-length: %d\r\n" % len(answer.body),
+            b"\r\n" if keep_alive else b"connection: close\r\n\r\n",
+            answer.body,
         )
+        if len(answer.body) > BIG_BODY:  # an image: sent as it is, not copied first
+            self.transport.writelines(parts)
+        else:
+            self.transport.write(b"".join(parts))
         self.server_state.total_requests += 1
         if keep_alive:
             self.flow.resume_reading()
@@ -727,6 +727,8 @@ class _Pending:
 
 # Requests of one connection the shortcut answers within one read of its socket.
 PIPELINED_PER_TURN = 8
+# Answers with a bigger body (an image) are written without joining it to the head.
+BIG_BODY = 64 * 1024
 # The scope key under which the shortcut hands Front the handler it chose.
 _ROUTED = "gymsite.handler"
 _HEADS: dict[tuple[tuple[str, str], ...], bytes] = {}

@@ -58,7 +58,10 @@ def json_form(user: Any, instance_id: str, args: Any, binary: bool) -> Any:
     decoded again; the journal records its JSON form)."""
     if not binary:
         return args
-    space = services.wire_spaces(user, instance_id)[0]
+    return _decoded_args(services.wire_spaces(user, instance_id)[0], args)
+
+
+def _decoded_args(space: Any, args: protocol.StepArgs) -> protocol.StepArgs:
     action = Decoded(codecs.decode(space, args.action, True))
     return protocol.StepArgs(action, args.render, args.seq)
 
@@ -67,8 +70,28 @@ def answer(
     user: Any, instance_id: str, raw: dict[str, Any], binary: bool
 ) -> dict[str, Any]:
     """A raw step (or reset) answer, its values encoded for the wire."""
-    space = services.wire_spaces(user, instance_id)[1]
-    out = {"observation": codecs.encode(space, raw["observation"], binary)}
+    return _encoded(services.wire_spaces(user, instance_id)[1], raw, binary)
+
+
+def _stepped(
+    user: Any,
+    instance_id: str,
+    args: protocol.StepArgs,
+    binary_in: bool,
+    binary_out: bool,
+    wait: bool,
+) -> dict[str, Any]:
+    """One step of the caller's instance: the action decoded, the answer encoded
+    (by the instance's wire spaces, looked up once)."""
+    action_space, observation_space = services.wire_spaces(user, instance_id)
+    if binary_in:
+        args = _decoded_args(action_space, args)
+    raw = services.step(user, instance_id, args, wait=wait, raw=True)
+    return _encoded(observation_space, raw, binary_out)
+
+
+def _encoded(space: Any, raw: dict[str, Any], binary: bool) -> dict[str, Any]:
+    out = {"observation": codecs.encoder(space, binary)(raw["observation"])}
     for name in ("reward", "terminated", "truncated"):
         if name in raw:
             value = raw[name]
@@ -92,9 +115,8 @@ def step(
     wait: bool,
 ) -> dict[str, Any]:
     """POST /v2/envs/<id>/step/: one step, encoded."""
-    args = json_form(user, instance_id, protocol.step_args(data), binary_in)
-    raw = services.step(user, instance_id, args, wait=wait, raw=True)
-    return answer(user, instance_id, raw, binary_out)
+    args = protocol.step_args(data)
+    return _stepped(user, instance_id, args, binary_in, binary_out, wait)
 
 
 def reset(
@@ -166,9 +188,8 @@ def item_answer(
     try:
         if item.error is not None:
             raise item.error
-        args = json_form(user, item.instance_id, item.step, binary_in)
-        raw = services.step(user, item.instance_id, args, wait=wait, raw=True)
-        return answer(user, item.instance_id, raw, binary_out)
+        assert item.step is not None  # an item without an error has its step
+        return _stepped(user, item.instance_id, item.step, binary_in, binary_out, wait)
     except Busy:
         raise
     except Exception as exc:  # each item's own error; the others go on

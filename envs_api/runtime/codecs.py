@@ -251,6 +251,8 @@ def encode_info(info: Any, binary: bool) -> Any:
 
 def _plain(obj: Any) -> Any:
     """``json_safe`` for msgpack: arrays as tensors, floats as they are."""
+    if type(obj) is dict and not obj:  # the commonest info: at once
+        return {}
     if obj is None or isinstance(obj, bool):
         return obj
     if isinstance(obj, str):
@@ -290,9 +292,14 @@ def encode(space: gym.Space[Any], value: Any, binary: bool) -> Any:
 
 
 def encoder(space: gym.Space[Any], binary: bool) -> Callable[[Any], Any]:
-    """``encode`` for one space, its encoding chosen once (the step path's)."""
+    """``encode`` for one space, its encoding chosen once (the step path's); msgpack's
+    kept while the space lives (v2_wire encodes every step by its instance's)."""
     if not binary:
         return v1.encoder(space)
+    return _kept(_encoders, space, _make_encoder)
+
+
+def _make_encoder(space: gym.Space[Any]) -> Callable[[Any], Any]:
     pack = _pack.dispatch(type(space))
     return lambda value: _packed(space, value, pack)
 
@@ -388,26 +395,41 @@ def decoder(space: gym.Space[Any], binary: bool) -> Callable[[Any], Any]:
     while the space lives (v2_wire decodes every msgpack step by its instance's)."""
     if not binary:
         return v1.decoder(space)
-    kept = _decoders.get(id(space))
-    if kept is not None and kept[0]() is space:
-        return kept[1]
+    return _kept(_decoders, space, _make_decoder)
+
+
+def _make_decoder(space: gym.Space[Any]) -> Callable[[Any], Any]:
     unpack = _unpack.dispatch(type(space))
     if isinstance(space, spaces.MultiDiscrete):  # a vector of Discrete, most often
         unpack = _multi_discrete_unpacker(space)
-    decode = lambda raw: _decoded(space, unpack, raw)  # noqa: E731
-    if len(_decoders) >= _MAX_DECODERS:  # forget those of closed instances
-        for key, (ref, _) in list(_decoders.items()):
-            if ref() is None:
-                del _decoders[key]
-    if len(_decoders) < _MAX_DECODERS:
-        _decoders[id(space)] = (weakref.ref(space), decode)
-    return decode
+    return v1.discrete_shortcut(space, lambda raw: _decoded(space, unpack, raw))
 
 
-# decoders by id(space), with a weak reference that tells a reused id (spaces are
+Coder = Callable[[Any], Any]
+# coders by id(space), with a weak reference that tells a reused id (spaces are
 # not hashable); a dict is safe to use from several threads
-_decoders: dict[int, tuple[weakref.ref[Any], Callable[[Any], Any]]] = {}
-_MAX_DECODERS = 4096
+_decoders: dict[int, tuple[weakref.ref[Any], Coder]] = {}
+_encoders: dict[int, tuple[weakref.ref[Any], Coder]] = {}
+_MAX_CODERS = 4096
+
+
+def _kept(
+    cache: dict[int, tuple[weakref.ref[Any], Coder]],
+    space: gym.Space[Any],
+    make: Callable[[gym.Space[Any]], Coder],
+) -> Coder:
+    """``make(space)``, made once and kept in ``cache`` while the space lives."""
+    kept = cache.get(id(space))
+    if kept is not None and kept[0]() is space:
+        return kept[1]
+    coder = make(space)
+    if len(cache) >= _MAX_CODERS:  # forget those of closed instances
+        for key, (ref, _) in list(cache.items()):
+            if ref() is None:
+                del cache[key]
+    if len(cache) < _MAX_CODERS:
+        cache[id(space)] = (weakref.ref(space), coder)
+    return coder
 
 
 def _multi_discrete_unpacker(

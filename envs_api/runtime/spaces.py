@@ -285,7 +285,27 @@ def from_json(space: gym.Space[Any], raw: JSON) -> Any:
 def decoder(space: gym.Space[Any]) -> Callable[[JSON], Any]:
     """``from_json`` for one space, its decoding chosen once (the step path's)."""
     decode = _decode.dispatch(type(space))
-    return lambda raw: _decoded(space, decode, raw)
+    return discrete_shortcut(space, lambda raw: _decoded(space, decode, raw))
+
+
+def discrete_shortcut(
+    space: gym.Space[Any], decode: Callable[[Any], Any]
+) -> Callable[[Any], Any]:
+    """``decode``, with a Discrete space's commonest action (a plain int in range)
+    taken at once, as ``_decode_discrete`` takes it; anything else goes the checked
+    way, which explains a refusal."""
+    if type(space) is not spaces.Discrete:
+        return decode
+    low = int(space.start)
+    high = low + int(space.n)
+    make = space.dtype.type
+
+    def decode_discrete(raw: Any) -> Any:
+        if type(raw) is int and low <= raw < high:  # not a bool: type, not isinstance
+            return make(raw)
+        return decode(raw)
+
+    return decode_discrete
 
 
 def _decoded(
