@@ -174,6 +174,7 @@ class Host:
             sock = socket.socket(fileno=os.dup(conn.fileno()))  # framed here now
             conn.close()
             sock.setblocking(False)  # read when select says so; sent by _send
+            _no_delay(sock)
             with self._wire_lock:
                 self._incoming.append(sock)
             self._wake_w.send(b"x")
@@ -368,9 +369,12 @@ class _Wire:
                 return conn
             conn.close()
         try:
-            return Client(self.address, authkey=self.key)
+            conn = Client(self.address, authkey=self.key)
         except (OSError, EOFError, AuthenticationError) as exc:
             raise Unreachable(str(exc)) from None
+        with socket.socket(fileno=os.dup(conn.fileno())) as sock:  # the same socket
+            _no_delay(sock)
+        return conn
 
     # --- the same on an event loop (the API process's fast path) ---
 
@@ -409,6 +413,7 @@ class _Wire:
         sock = socket.socket(fileno=os.dup(conn.fileno()))
         conn.close()
         sock.setblocking(False)
+        _no_delay(sock)
         return (await loop.create_connection(_Stream, sock=sock))[1]
 
     def close(self) -> None:
@@ -421,6 +426,12 @@ class _Wire:
             stream = self._aidle.pop()
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(stream.close)
+
+
+def _no_delay(sock: socket.socket) -> None:
+    """Send small writes at once (a request, an answer's last segment): no wait for
+    an acknowledgement that a delayed ACK would hold back."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _send(sock: socket.socket, data: bytes) -> None:
