@@ -16,8 +16,9 @@ host and what it was made from (spec, spaces), so that routing a request needs n
 call; each use is one message over its host's wire (an authenticated socket that
 the host serves beside Ray, see ``Host``), awaited on the event loop by the fast
 path, and a batch of steps is one message per host. Ray places, names, restarts
-and finds the hosts; the slow calls (open, attach, census) are actor calls. It never reads the database:
-services tell it where a registry row says an instance is (``attach``).
+and finds the hosts; the slow calls (open, attach, census) are actor calls. It
+never reads the database: services tell it where a registry row says an instance
+is (``attach``).
 """
 
 from __future__ import annotations
