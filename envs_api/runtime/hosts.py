@@ -369,6 +369,10 @@ class _Wire:
             if not conn.poll(0):  # nothing to read: the host has not hung up
                 return conn
             conn.close()
+        return self._connect()
+
+    def _connect(self) -> Connection:
+        """A new connection, its key's handshake done (multiprocessing's)."""
         try:
             conn = Client(self.address, authkey=self.key)
         except (OSError, EOFError, AuthenticationError) as exc:
@@ -405,16 +409,10 @@ class _Wire:
                 return stream
             stream.close()
         loop = self._loop = asyncio.get_running_loop()
-        try:  # the key's handshake is multiprocessing's: once, in a thread
-            conn = await loop.run_in_executor(
-                None, lambda: Client(self.address, authkey=self.key)
-            )
-        except (OSError, EOFError, AuthenticationError) as exc:
-            raise Unreachable(str(exc)) from None
+        conn = await loop.run_in_executor(None, self._connect)  # once, in a thread
         sock = socket.socket(fileno=os.dup(conn.fileno()))
         conn.close()
         sock.setblocking(False)
-        _no_delay(sock)
         return (await loop.create_connection(_Stream, sock=sock))[1]
 
     def close(self) -> None:
