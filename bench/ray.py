@@ -7,9 +7,12 @@ holding every env), a Ray head on this machine (``ray start --head``) and a gyms
 with GYM_BACKEND=ray and ``--workers 2`` (two API processes) over it. Then, in
 rounds, alternating between the two servers:
 
-* **heavy**: C clients (threads here, 8 by default), each stepping its own
-  ``bench.burn:Burn-v0`` (2 ms of CPU per step) on a keep-alive connection:
-  aggregate steps per second (target: Ray >= 1.6x local);
+* **heavy**: C clients (wrk's connections, else threads here; 8 by default), each
+  stepping its own ``bench.burn:Burn-v0`` (2 ms of CPU per step) on a keep-alive
+  connection: aggregate steps per second (target: Ray >= 1.6x local), and the CPU
+  every group of processes spent per step meanwhile (the API processes, the host
+  actors, Ray's other processes, the clients), from ``/proc``: the capacity
+  model's inputs (docs/ray.md);
 * **cartpole v1**: one client stepping CartPole-v1: steps per second, and the
   difference in time per step, which is what the Ray hop costs;
 * **cartpole batch**: one client stepping 16 CartPole-v1 by ``POST /v2/step/``:
@@ -25,6 +28,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -32,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -40,10 +44,12 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from run import HOST, RESULTS, BenchError, Server, free_port, log  # noqa: E402
+from run import HOST, RESULTS, TICKS, BenchError, Server, free_port, log  # noqa: E402
 from v2 import Conn  # noqa: E402
 
 HEAVY = "bench.burn:Burn-v0"
+# where the heavy steps' CPU goes: every process on the machine, in these groups
+GROUPS = ("API processes", "host actors", "Ray's other processes", "clients")
 
 
 def server_env(data: Path, **extra: str) -> dict[str, str]:
@@ -108,13 +114,66 @@ end
 """
 
 
-def heavy(port: int, clients: int, seconds: float) -> float:
+def cpu_by_group(api: list[int]) -> dict[str, float]:
+    """CPU seconds used so far by every process on the machine, in GROUPS: the
+    gymserver's processes (``api``), Ray's host actors (titled ``ray::Host``), Ray's
+    other processes (its daemons, idle workers), and the clients (this process and
+    its children that ended: wrk). Others (the machine's) are left out."""
+    used = dict.fromkeys(GROUPS, 0.0)
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used[GROUPS[3]] = ended.ru_utime + ended.ru_stime
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        first = argv[0].decode(errors="replace")
+        if pid in api:
+            group = GROUPS[0]
+        elif first.startswith("ray::Host"):
+            group = GROUPS[1]
+        elif first.startswith("ray::") or b"/ray/" in b" ".join(argv):
+            group = GROUPS[2]
+        elif pid == os.getpid():  # the clients, when they are threads here
+            group = GROUPS[3]
+        else:
+            continue
+        used[group] += (int(fields[11]) + int(fields[12])) / TICKS
+    return used
+
+
+def heavy(server: Server, clients: int, seconds: float) -> dict[str, float]:
     """Aggregate steps/s of ``clients`` clients, each stepping its own Burn-v0
-    instance on a keep-alive connection: wrk (C: its own CPU cost is small beside
-    the server's, which matters when the server uses every core), else threads."""
+    instance on a keep-alive connection (wrk: its own CPU cost is small beside the
+    server's, which matters when the server uses every core; else threads), and
+    the CPU milliseconds each group of processes spent per step meanwhile."""
+
+    def sample() -> dict[str, float]:
+        return cpu_by_group(server.pids())
+
+    rate, elapsed, (before, after) = heavy_steps(server.port, clients, seconds, sample)
+    steps = rate * elapsed
+    return {
+        "heavy": rate,
+        **{f"cpu {g}": 1000 * (after[g] - before[g]) / steps for g in GROUPS},
+    }
+
+
+Samples = tuple[dict[str, float], dict[str, float]]
+
+
+def heavy_steps(
+    port: int, clients: int, seconds: float, sample: Callable[[], dict[str, float]]
+) -> tuple[float, float, Samples]:
+    """Steps/s of the heavy clients, the seconds they stepped, and ``sample()``
+    taken as they began and as they ended (their creates and closes left out)."""
     wrk = shutil.which("wrk")
     if wrk is None:
-        return heavy_threads(port, clients, seconds)
+        return heavy_threads(port, clients, seconds, sample)
     conn = Conn(port)
     ids = []
     try:
@@ -129,6 +188,7 @@ def heavy(port: int, clients: int, seconds: float) -> float:
                 )
             )
             script.flush()
+            before = sample()
             done = subprocess.run(
                 [
                     wrk,
@@ -145,6 +205,7 @@ def heavy(port: int, clients: int, seconds: float) -> float:
                 text=True,
                 timeout=seconds + 60,
             )
+            after = sample()
         line = next(
             (x for x in done.stdout.splitlines() if x.startswith("WRKJSON ")), None
         )
@@ -153,7 +214,8 @@ def heavy(port: int, clients: int, seconds: float) -> float:
         result = json.loads(line[8:])
         if result["errors"]:
             raise BenchError(f"wrk: {result['errors']} errors")
-        return float(result["requests"] / (result["duration_us"] / 1e6))
+        elapsed = result["duration_us"] / 1e6
+        return result["requests"] / elapsed, elapsed, (before, after)
     finally:
         for instance_id in ids:
             with contextlib.suppress(BenchError):
@@ -161,7 +223,9 @@ def heavy(port: int, clients: int, seconds: float) -> float:
         conn.close()
 
 
-def heavy_threads(port: int, clients: int, seconds: float) -> float:
+def heavy_threads(
+    port: int, clients: int, seconds: float, sample: Callable[[], dict[str, float]]
+) -> tuple[float, float, Samples]:
     """Aggregate steps/s of ``clients`` threads, each on its own Burn-v0 instance."""
     counts = [0] * clients
     stop = threading.Event()
@@ -191,17 +255,17 @@ def heavy_threads(port: int, clients: int, seconds: float) -> float:
     for thread in threads:
         thread.start()
     ready.wait(timeout=120)
-    began = time.perf_counter()
+    began, before = time.perf_counter(), sample()
     first = sum(counts)
     time.sleep(seconds)
     done = sum(counts) - first
-    elapsed = time.perf_counter() - began
+    elapsed, after = time.perf_counter() - began, sample()
     stop.set()
     for thread in threads:
         thread.join()
     if errors:
         raise BenchError(f"a heavy client failed: {errors[0]!r}")
-    return done / elapsed
+    return done / elapsed, elapsed, (before, after)
 
 
 def cartpole(port: int, seconds: float) -> float:
@@ -251,7 +315,7 @@ def cartpole_batch(port: int, seconds: float, n: int = 16) -> float:
 
 def measure(server: Server, args: argparse.Namespace) -> dict[str, float]:
     return {
-        "heavy": heavy(server.port, args.clients, args.seconds),
+        **heavy(server, args.clients, args.seconds),
         "cartpole": cartpole(server.port, args.seconds),
         "batch": cartpole_batch(server.port, args.seconds),
     }
@@ -321,6 +385,18 @@ def main() -> int:
         f"| {on_ray['cartpole']:,.0f} | {on_ray['cartpole'] / local['cartpole']:.2f}x |",
         f"| 1 client, v2 batch of 16 CartPole-v1: env-steps/s | {local['batch']:,.0f} "
         f"| {on_ray['batch']:,.0f} | {on_ray['batch'] / local['batch']:.2f}x |",
+        "",
+        f"Where the heavy steps' CPU went (ms a step, all {args.clients} clients "
+        "running; the env burns 2.0 of it):",
+        "",
+        "| processes | local | ray |",
+        "|---|---|---|",
+        *(
+            f"| {g} | {local[f'cpu {g}']:.3f} | {on_ray[f'cpu {g}']:.3f} |"
+            for g in GROUPS
+        ),
+        f"| all | {sum(local[f'cpu {g}'] for g in GROUPS):.3f} "
+        f"| {sum(on_ray[f'cpu {g}'] for g in GROUPS):.3f} |",
         "",
         f"The Ray hop (one client's CartPole step, ray minus local): {hop_ms:.2f} ms "
         "a step.",

@@ -48,6 +48,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "gymsite_client" / "src"))  # or pip-installed
 
+from gymsite_client.transport import MSGPACK_TYPE, Transport  # noqa: E402
 from run import HOST, RESULTS, BenchError, Server, log  # noqa: E402
 
 from gymsite_client import RemoteEnv, RemoteVectorEnv  # noqa: E402
@@ -102,11 +103,27 @@ def side_by_side(
     return {name: done[name] / spent[name] for name in works}
 
 
-def vector(base: str, seconds: float) -> dict[str, float]:
+def vector(base: str, floor: str, seconds: float) -> dict[str, float]:
+    """64 CartPoles: in process, through RemoteVectorEnv, and through the same
+    client transport against ``bench/floor_vector.py`` (a bare server stepping the
+    same vector env: the floor of any Python server), the answer's arrays decoded."""
     n = 64
     remote = RemoteVectorEnv(base, "CartPole-v1", n, seed=0)
     local = gym.make_vec("CartPole-v1", num_envs=n, vectorization_mode="sync")
+    bare = Transport(floor, None, 60.0)
+    head = bare.route("POST", "/step/", MSGPACK_TYPE, MSGPACK_TYPE)
+    zeros = np.zeros(n, np.int64)  # the body RemoteVectorEnv sends
+    body = bare.pack(
+        {"action": {"dtype": "int64", "shape": [n], "data": zeros.tobytes()}}
+    )
     actions = np.zeros(n, np.int64)
+
+    def floor_step() -> None:
+        answer = bare.call(head, body)
+        for name in ("observation", "reward", "terminated", "truncated"):
+            t = answer[name]
+            np.frombuffer(t["data"], t["dtype"]).reshape(t["shape"])
+
     try:
         remote.reset(seed=0)
         local.reset(seed=0)
@@ -114,12 +131,14 @@ def vector(base: str, seconds: float) -> dict[str, float]:
             {
                 "vector local env-steps/s": (n, lambda: local.step(actions)),
                 "vector remote env-steps/s": (n, lambda: remote.step(actions)),
+                "vector floor server env-steps/s": (n, floor_step),
             },
             seconds,
         )
     finally:
         remote.close()
         local.close()
+        bare.close()
     return rates
 
 
@@ -258,6 +277,18 @@ TARGETS: list[
         0.7,
     ),
     (
+        "floor: bare server stepping the same vector env / in process",
+        "vector floor server env-steps/s",
+        "vector local env-steps/s",
+        None,
+    ),
+    (
+        "RemoteVectorEnv / the floor server",
+        "vector remote env-steps/s",
+        "vector floor server env-steps/s",
+        None,
+    ),
+    (
         "image: msgpack speed-up over JSON, end to end",
         "image v1 JSON ms/step",
         "image v2 msgpack ms/step",
@@ -306,21 +337,30 @@ def main() -> int:
         env,
         data / "server.log",
     )
+    floor = Server(
+        "floor_vector",
+        [sys.executable, str(BENCH / "floor_vector.py"), "-l", HOST, "-p", "{port}"],
+        ROOT,
+        env,
+        data / "floor.log",
+    )
     log(f"gymserver on port {server.port}, data in {data}")
     server.start()
+    floor.start()
     base = f"http://{HOST}:{server.port}"
     rounds: list[dict[str, float]] = []
     try:
         for number in range(1, args.rounds + 1):
             log(f"round {number}/{args.rounds}")
             measured: dict[str, float] = {}
-            measured |= vector(base, args.seconds)
+            measured |= vector(base, f"http://{HOST}:{floor.port}", args.seconds)
             measured |= image(server.port, args.seconds)
             measured |= batch(server.port, args.seconds)
             measured |= remote_env(base, server.port, args.seconds)
             rounds.append(measured)
     finally:
         server.stop()
+        floor.stop()
     median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
     lines = [
         f"# v2 benchmark, {datetime.now():%Y-%m-%d %H:%M}",

@@ -1,0 +1,110 @@
+"""A bare HTTP/1.1 server that steps one vector env: the floor of a remote vector step.
+
+Usage: python bench/floor_vector.py [-l 127.0.0.1] [-p 5004] [--env CartPole-v1] [-n 64]
+
+Makes ``gymnasium.make_vec(env, n, vectorization_mode="sync")``, resets it with seed 0
+and answers every request (whatever its method, path or body) with one step of all
+its sub-envs taking action 0, as v2 msgpack: ``{"observation", "reward",
+"terminated", "truncated", "info": {}}``, each array a tensor map ``{"dtype", "shape",
+"data"}`` (docs/v2.md). No routing, no request parsing beyond HTTP framing, no
+registry, journal or counters: what a client measures against it is the env's step,
+the loopback round trip and an event loop (uvloop, gymserver's, when installed),
+which no Python server stepping the same env can go below. ``bench/v2.py`` sets ``RemoteVectorEnv`` beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import msgpack
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from floor_server import MAX_HEAD, parse_head  # noqa: E402
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/msgpack\r\nContent-Length: %d\r\n\r\n"
+
+
+def _tensor(arr: np.ndarray[Any, Any]) -> dict[str, Any]:
+    return {"dtype": arr.dtype.str, "shape": list(arr.shape), "data": arr.tobytes()}
+
+
+class VectorFloor(asyncio.Protocol):
+    """Answer each complete request on the connection with one step of ``ENV``."""
+
+    env: Any = None
+    actions: Any = None
+
+    def connection_made(self, transport: Any) -> None:  # uvloop's is not asyncio's
+        self.transport = transport
+        self.buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buffer) > MAX_HEAD:
+                    self.transport.close()
+                return
+            length, close = parse_head(bytes(self.buffer[:end]))
+            total = end + 4 + length
+            if length < 0 or len(self.buffer) < total:
+                if length < 0:
+                    self.transport.close()
+                return
+            del self.buffer[:total]
+            obs, rewards, terminated, truncated, _ = self.env.step(self.actions)
+            body = msgpack.packb(
+                {
+                    "observation": _tensor(obs),
+                    "reward": _tensor(rewards),
+                    "terminated": _tensor(terminated),
+                    "truncated": _tensor(truncated),
+                    "info": {},
+                }
+            )
+            self.transport.write(HEAD % len(body) + body)
+            if close:
+                self.transport.close()
+
+
+async def serve(host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set_result, None)
+    server = await loop.create_server(VectorFloor, host, port, reuse_address=True)
+    print(f"vector floor serving on http://{host}:{port}/", flush=True)
+    async with server:
+        await stop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-l", "--listen", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=5004)
+    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("-n", "--num-envs", type=int, default=64)
+    args = parser.parse_args()
+    env = gym.make_vec(args.env, num_envs=args.num_envs, vectorization_mode="sync")
+    env.reset(seed=0)
+    VectorFloor.env = env
+    VectorFloor.actions = np.zeros(args.num_envs, np.int64)
+    try:
+        import uvloop  # gymserver's loop (requirements.txt)
+    except ImportError:
+        asyncio.run(serve(args.listen, args.port))
+    else:
+        uvloop.run(serve(args.listen, args.port))
+
+
+if __name__ == "__main__":
+    main()
