@@ -160,7 +160,7 @@ def _v2(req: Request, conf: _Config, name: str, instance_id: str | None) -> Any:
         results: list[Any] = []  # kept across calls: a step done is never redone
 
         def batch(wait: bool) -> Answer:
-            if services.REMOTE:  # one call per host, in the pool's thread
+            if services.REMOTE:  # off the loop: an instance rebuilt from the registry
                 return _v2_answer(
                     binary_out, v2_wire.batch, user, items, binary_in, binary_out
                 )
@@ -175,7 +175,10 @@ def _v2(req: Request, conf: _Config, name: str, instance_id: str | None) -> Any:
 
             return _v2_answer(binary_out, go)
 
-        return Handler(batch, conf.journal_waits, route="v2_batch_step")
+        async def abatch() -> Any:  # Ray's hosts: one call per host, all at once
+            return await v2_wire.abatch(user, items, binary_in, binary_out)
+
+        return _v2_handler(batch, abatch, binary_out, conf, "v2_batch_step")
     assert instance_id is not None
     if not services.live(user, instance_id):
         return None
@@ -194,7 +197,11 @@ def _v2(req: Request, conf: _Config, name: str, instance_id: str | None) -> Any:
                 ),
             )
 
-        return Handler(step, conf.journal_waits, route="v2_step")
+        async def astep() -> Any:
+            data = v2_wire.load(body, binary_in)
+            return await v2_wire.astep(user, instance_id, data, binary_in, binary_out)
+
+        return _v2_handler(step, astep, binary_out, conf, "v2_step")
 
     def reset(wait: bool) -> Answer:
         return _v2_answer(
@@ -204,7 +211,38 @@ def _v2(req: Request, conf: _Config, name: str, instance_id: str | None) -> Any:
             ),
         )
 
-    return Handler(reset, conf.journal_waits, route="v2_reset")
+    async def areset() -> Any:
+        data = v2_wire.load(body, binary_in)
+        return await v2_wire.areset(user, instance_id, data, binary_out)
+
+    return _v2_handler(reset, areset, binary_out, conf, "v2_reset")
+
+
+def _v2_handler(
+    call: Callable[[bool], Answer],
+    acall: Callable[[], Awaitable[Any]],
+    binary: bool,
+    conf: _Config,
+    route: str,
+) -> Handler:
+    """A v2 handler: ``call`` in a thread, or on Ray's hosts ``acall`` awaited on
+    the event loop (``call`` when the instance must be rebuilt from the registry)."""
+    if not services.REMOTE:
+        return Handler(call, conf.journal_waits, route=route)
+    return Handler(
+        call, conf.journal_waits, route=route, acall=lambda: _av2_answer(binary, acall)
+    )
+
+
+async def _av2_answer(binary: bool, call: Callable[[], Awaitable[Any]]) -> Answer:
+    """``_v2_answer`` awaiting the use case (NotOnTheLoop goes up: a thread's job)."""
+    try:
+        data = await call()
+    except services.NotOnTheLoop:
+        raise
+    except Exception as exc:
+        return _v2_answer(binary, _raise, exc)
+    return Answer(200, list(_v2_headers(binary)), v2_wire.dumps(data, binary))
 
 
 def _v2_answer(binary: bool, call: Callable[..., Any], *args: Any) -> Answer:

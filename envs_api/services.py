@@ -11,6 +11,7 @@ use.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -505,6 +506,40 @@ def steps(
                 answer = exc
         out[i] = answer
     return out
+
+
+async def asteps(
+    user: Any, items: list[tuple[str, protocol.StepArgs]]
+) -> list[dict[str, Any] | Exception]:
+    """``steps`` on the event loop: every instance the caller's and held by this
+    process (else NotOnTheLoop, before any step), one call per host, the hosts'
+    calls at once. An instance whose host restarted is rebuilt from the registry
+    and stepped alone, in a thread, as ``steps`` does."""
+    owner = owner_id(user)
+    if not all(_backend.holds(instance_id, owner) for instance_id, _ in items):
+        raise NotOnTheLoop
+    answers = await _backend.asteps(  # type: ignore[attr-defined]
+        [(i, args.action, args.render, args.seq, True) for i, args in items]
+    )
+    out: list[dict[str, Any] | Exception] = []
+    for (instance_id, args), answer in zip(items, answers, strict=True):
+        if isinstance(answer, Gone):
+            try:
+                answer = await asyncio.to_thread(
+                    step, user, instance_id, args, raw=True
+                )
+            except Exception as exc:
+                answer = exc
+        out.append(answer)
+    return out
+
+
+def held_wire_spaces(user: Any, instance_id: str) -> tuple[Any, Any]:
+    """``wire_spaces`` on the event loop: of the caller's instance held by this
+    process, else NotOnTheLoop (rebuilding it needs the registry)."""
+    if not _backend.holds(instance_id, owner_id(user)):
+        raise NotOnTheLoop
+    return _backend.wire_spaces(instance_id)
 
 
 def wire_spaces(user: Any, instance_id: str) -> tuple[Any, Any]:

@@ -10,6 +10,7 @@ records; a raw answer's values are encoded by the instance's spaces.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from envs_api import protocol, services
@@ -52,16 +53,9 @@ def content_type(binary: bool) -> str:
     return MSGPACK if binary else protocol.CONTENT_TYPE
 
 
-def json_form(user: Any, instance_id: str, args: Any, binary: bool) -> Any:
-    """Step arguments as the backend takes them: v1's JSON form, or a msgpack body's
-    action decoded here by the instance's action space (``Decoded``: checked, not
-    decoded again; the journal records its JSON form)."""
-    if not binary:
-        return args
-    return _decoded_args(services.wire_spaces(user, instance_id)[0], args)
-
-
 def _decoded_args(space: Any, args: protocol.StepArgs) -> protocol.StepArgs:
+    """A msgpack body's action decoded here by the instance's action space
+    (``Decoded``: checked, not decoded again; the journal records its JSON form)."""
     action = Decoded(codecs.decode(space, args.action, True))
     return protocol.StepArgs(action, args.render, args.seq)
 
@@ -128,6 +122,33 @@ def reset(
     return answer(user, instance_id, raw, binary_out)
 
 
+async def astep(
+    user: Any, instance_id: str, data: Any, binary_in: bool, binary_out: bool
+) -> dict[str, Any]:
+    """``step`` on Ray's hosts, on the event loop (services.NotOnTheLoop when the
+    instance is not held here: a thread's job)."""
+    args = protocol.step_args(data)
+    action_space, observation_space = services.held_wire_spaces(user, instance_id)
+    if binary_in:
+        args = _decoded_args(action_space, args)
+    raw = await services.alive(
+        user, instance_id, "step", args.action, args.render, args.seq, raw=True
+    )
+    return _encoded(observation_space, raw, binary_out)
+
+
+async def areset(
+    user: Any, instance_id: str, data: Any, binary_out: bool
+) -> dict[str, Any]:
+    """``reset`` on Ray's hosts, on the event loop (as ``astep``)."""
+    args = protocol.v2_reset_args(data)
+    observation_space = services.held_wire_spaces(user, instance_id)[1]
+    raw = await services.alive(
+        user, instance_id, "reset", seed=args.seed, options=args.options, raw=True
+    )
+    return _encoded(observation_space, raw, binary_out)
+
+
 def batch(
     user: Any, items: list[protocol.BatchItem], binary_in: bool, binary_out: bool
 ) -> dict[str, Any]:
@@ -143,24 +164,74 @@ def _remote_batch(
     user: Any, items: list[protocol.BatchItem], binary_in: bool, binary_out: bool
 ) -> list[dict[str, Any]]:
     """A batch on Ray's hosts: the items read here, stepped in one call per host."""
+    results, todo = _batch_todo(user, items, binary_in, services.wire_spaces)
+    answers = services.steps(
+        user, [(instance_id, args) for _, instance_id, args in todo]
+    )
+    return _batch_results(
+        user, results, todo, answers, binary_out, services.wire_spaces
+    )
+
+
+async def abatch(
+    user: Any, items: list[protocol.BatchItem], binary_in: bool, binary_out: bool
+) -> dict[str, Any]:
+    """``batch`` on Ray's hosts, on the event loop: the hosts' calls at once
+    (services.NotOnTheLoop, before any step, when an instance is not held here)."""
+    for item in items:
+        if item.error is None:
+            services.held_wire_spaces(user, item.instance_id)
+    results, todo = _batch_todo(user, items, binary_in, services.held_wire_spaces)
+    answers = await services.asteps(
+        user, [(instance_id, args) for _, instance_id, args in todo]
+    )
+    done = _batch_results(
+        user, results, todo, answers, binary_out, services.held_wire_spaces
+    )
+    return {"results": done}
+
+
+Todo = list[tuple[int, str, protocol.StepArgs]]
+
+
+def _batch_todo(
+    user: Any,
+    items: list[protocol.BatchItem],
+    binary_in: bool,
+    spaces_of: Callable[[Any, str], tuple[Any, Any]],
+) -> tuple[list[dict[str, Any]], Todo]:
+    """A batch's answers so far (each bad item's error) and the steps to take:
+    (index, instance id, the step's arguments in the backend's form)."""
     results: list[dict[str, Any]] = [{}] * len(items)
-    todo: list[tuple[int, str, protocol.StepArgs]] = []
+    todo: Todo = []
     for i, item in enumerate(items):
         try:
             if item.error is not None:
                 raise item.error
-            args = json_form(user, item.instance_id, item.step, binary_in)
+            assert item.step is not None  # an item without an error has its step
+            args = item.step
+            if binary_in:
+                args = _decoded_args(spaces_of(user, item.instance_id)[0], args)
             todo.append((i, item.instance_id, args))
         except Exception as exc:
             results[i] = _item_error(item.instance_id, exc)
-    answers = services.steps(
-        user, [(instance_id, args) for _, instance_id, args in todo]
-    )
+    return results, todo
+
+
+def _batch_results(
+    user: Any,
+    results: list[dict[str, Any]],
+    todo: Todo,
+    answers: list[dict[str, Any] | Exception],
+    binary_out: bool,
+    spaces_of: Callable[[Any, str], tuple[Any, Any]],
+) -> list[dict[str, Any]]:
+    """The batch's results: each step's answer encoded, or its error."""
     for (i, instance_id, _), raw in zip(todo, answers, strict=True):
         try:
             if isinstance(raw, Exception):
                 raise raw
-            results[i] = answer(user, instance_id, raw, binary_out)
+            results[i] = _encoded(spaces_of(user, instance_id)[1], raw, binary_out)
         except Exception as exc:
             results[i] = _item_error(instance_id, exc)
     return results

@@ -8,6 +8,8 @@ cluster: tests/test_ray_servers.py."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import msgpack
 import numpy as np
 import pytest
 from rest_framework.test import APIClient
@@ -208,6 +211,175 @@ def test_a_batch_is_one_call_per_host(
     assert status == 200
     assert [("error" in r) for r in answer["results"]] == [False] * 4 + [True]
     assert calls == [4]  # one batch, split by host inside
+
+
+# --- v2 on the event loop (the front's fast path: no thread) -------------------------
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """One event loop for the module, as an API process has: the wires' streams
+    belong to the loop that opened them."""
+    running = asyncio.new_event_loop()
+    yield running
+    running.close()
+
+
+def fast(path: str, body: Any, binary: bool) -> fastpath.Handler:
+    """The fast path's handler of a v2 POST (msgpack both ways, or JSON)."""
+    kind = "application/msgpack" if binary else "application/json"
+    data = msgpack.packb(body) if binary else json.dumps(body).encode()
+    req = fastpath.Request(
+        "POST", path, "", data, "testserver", "127.0.0.1", kind, kind
+    )
+    handler = fastpath.route(req)
+    assert handler is not None and handler.acall is not None, path
+    return handler
+
+
+def awaited(
+    loop: asyncio.AbstractEventLoop, path: str, body: Any, binary: bool = True
+) -> tuple[int, Any]:
+    """Status and decoded answer of a v2 POST awaited on ``loop``."""
+    handler = fast(path, body, binary)
+    answer = loop.run_until_complete(handler.acall())  # type: ignore[misc]
+    return answer.status, (msgpack.unpackb if binary else json.loads)(answer.body)
+
+
+def array(tensor: dict[str, Any]) -> Any:
+    return np.frombuffer(tensor["data"], tensor["dtype"]).reshape(tensor["shape"])
+
+
+def test_v2_steps_and_resets_are_awaited_on_the_loop_and_exact(
+    api: APIClient, loop: asyncio.AbstractEventLoop
+) -> None:
+    made_answer = post(
+        api, "/v2/envs/", {"env_id": "CartPole-v1", "num_envs": 3, "seed": 4}
+    )[1]
+    vector_id = made_answer["instance_id"]
+    single_id = made(api, seed=6)
+    local_vector = gym.make_vec("CartPole-v1", num_envs=3, vectorization_mode="sync")
+    local_single = gym.make("CartPole-v1")
+
+    status, reset = awaited(loop, f"/v2/envs/{vector_id}/reset/", {"seed": 4})
+    assert status == 200, reset
+    assert np.array_equal(array(reset["observation"]), local_vector.reset(seed=4)[0])
+    status, reset = awaited(loop, f"/v2/envs/{single_id}/reset/", {"seed": 6}, False)
+    assert status == 200, reset
+    assert np.allclose(reset["observation"], local_single.reset(seed=6)[0])
+    for t in range(12):  # past some sub-envs' ends: autoreset on the host
+        actions = np.array([t % 2, 1, (t // 3) % 2], np.int64)
+        body = {"action": {"dtype": "int64", "shape": [3], "data": actions.tobytes()}}
+        status, answer = awaited(loop, f"/v2/envs/{vector_id}/step/", body)
+        assert status == 200, answer
+        obs, rewards, terminated, truncated, _ = local_vector.step(actions)
+        assert np.array_equal(array(answer["observation"]), obs)
+        assert np.array_equal(array(answer["reward"]), rewards)
+        assert np.array_equal(array(answer["terminated"]), terminated)
+        assert np.array_equal(array(answer["truncated"]), truncated)
+        status, answer = awaited(
+            loop, f"/v2/envs/{single_id}/step/", {"action": t % 2}, False
+        )
+        assert status == 200, answer
+        assert np.allclose(answer["observation"], local_single.step(t % 2)[0])
+    # the host's refusal, through the loop: the API's error, as a thread gives it
+    status, answer = awaited(loop, f"/v2/envs/{single_id}/step/", {"action": 5})
+    assert status == 400
+    assert answer == {"message": "Action 5 is not in Discrete(2)"}
+
+
+def test_a_batch_on_the_loop_calls_every_host_at_once(
+    api: APIClient, ray_backend: RayBackend, loop: asyncio.AbstractEventLoop
+) -> None:
+    ids = [made(api, seed=i) for i in range(4)]
+    assert len({ray_backend.where(i) for i in ids}) == HOSTS
+    locals_ = [gym.make("CartPole-v1") for _ in ids]
+    for i, (instance_id, env) in enumerate(zip(ids, locals_, strict=True)):
+        post(api, f"/v1/envs/{instance_id}/reset/")
+        env.reset(seed=i)
+    in_flight, most = 0, 0
+    acall = ray_backend.acall
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await acall(*args, **kwargs)
+        finally:
+            in_flight -= 1
+
+    ray_backend.acall = counted  # type: ignore[method-assign]
+    try:
+        for t in range(3):
+            steps = [{"instance_id": i, "action": (t + k) % 2} for k, i in enumerate(ids)]
+            steps.insert(2, {"action": 0})  # a bad item: its own error, on the loop
+            status, answer = awaited(loop, "/v2/step/", {"steps": steps})
+            assert status == 200, answer
+            results = answer["results"]
+            assert results[2]["error"]["status"] == 400
+            del results[2]
+            for k, (result, env) in enumerate(zip(results, locals_, strict=True)):
+                expected = env.step((t + k) % 2)[0]
+                assert np.array_equal(array(result["observation"]), expected)
+    finally:
+        del ray_backend.acall
+    assert most == HOSTS  # both hosts' calls were in flight together
+
+
+@pytest.mark.django_db(transaction=True)  # the rebuild's thread writes the registry
+def test_after_a_host_restarts_the_loop_hands_its_instances_to_a_rebuild(
+    api: APIClient, ray_backend: RayBackend, loop: asyncio.AbstractEventLoop
+) -> None:
+    ids = [made(api, seed=i) for i in range(4)]
+    locals_ = [gym.make("CartPole-v1") for _ in ids]
+    for i, (instance_id, env) in enumerate(zip(ids, locals_, strict=True)):
+        post(api, f"/v1/envs/{instance_id}/reset/")
+        env.reset(seed=i)
+
+    def batch(action: int) -> None:
+        body = {"steps": [{"instance_id": i, "action": action} for i in ids]}
+        status, answer = awaited(loop, "/v2/step/", body)
+        assert status == 200, answer
+        for result, env in zip(answer["results"], locals_, strict=True):
+            assert "error" not in result, result
+            assert np.array_equal(array(result["observation"]), env.step(action)[0])
+
+    batch(1)
+    where = ray_backend.where(ids[0])
+    on_it = [i for i in ids if ray_backend.where(i) == where]
+    ray.kill(ray_backend._placed[ids[0]].host, no_restart=False)
+    name = where.split("#")[0]
+    deadline = time.monotonic() + 60
+    while ray_backend.hosts().get(name, where) == where:  # not yet restarted
+        assert time.monotonic() < deadline, "the host was not restarted"
+        time.sleep(0.2)
+    # a server's loop runs all along: it has seen the dead host's connections close
+    loop.run_until_complete(asyncio.sleep(0.2))
+
+    batch(0)  # the dead host's instances: rebuilt from their journals, stepped once
+
+    assert all(ray_backend.where(i) != where for i in on_it)
+    # a single step meets its host gone: not on the loop (the registry is
+    # needed), so the front runs the handler in a thread, which rebuilds it
+    single = made(api, seed=9)
+    post(api, f"/v1/envs/{single}/reset/")
+    local = gym.make("CartPole-v1")
+    local.reset(seed=9)
+    where = ray_backend.where(single)
+    ray.kill(ray_backend._placed[single].host, no_restart=False)
+    name = where.split("#")[0]
+    while ray_backend.hosts().get(name, where) == where:
+        assert time.monotonic() < deadline + 60, "the host was not restarted"
+        time.sleep(0.2)
+    loop.run_until_complete(asyncio.sleep(0.2))
+    handler = fast(f"/v2/envs/{single}/step/", {"action": 1}, True)
+    with pytest.raises(services.NotOnTheLoop):
+        loop.run_until_complete(handler.acall())  # type: ignore[misc]
+    answer = handler(True)
+    assert answer.status == 200
+    expected = local.step(1)[0]
+    assert np.array_equal(array(msgpack.unpackb(answer.body)["observation"]), expected)
 
 
 def test_maintenance_heals_a_restarted_hosts_instances_without_traffic(

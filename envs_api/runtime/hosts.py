@@ -66,6 +66,9 @@ from envs_api.runtime.errors import (
 from envs_api.runtime.isolation import DEFAULT_TIMEOUT
 
 log = logging.getLogger(__name__)
+StepItem = tuple[
+    str, Any, bool, int | None, bool
+]  # a batch's: id, action, render, seq, raw
 JSONDict = dict[str, Any]
 
 
@@ -268,7 +271,7 @@ class Host:
             raise Gone(instance_id)
         return getattr(self.backend, method)(instance_id, *args, **kwargs)
 
-    def steps(self, items: list[tuple[str, Any, bool, int | None, bool]]) -> list[Any]:
+    def steps(self, items: list[StepItem]) -> list[Any]:
         """Several steps in one call: each answer, or the exception it raised."""
         out: list[Any] = []
         for instance_id, action, render, seq, raw in items:
@@ -789,8 +792,41 @@ class RayBackend:
     ) -> JSONDict:
         return self._call("step", instance_id, action, render, seq, raw=raw)  # type: ignore[no-any-return]
 
-    def steps(self, items: list[tuple[str, Any, bool, int | None, bool]]) -> list[Any]:
+    def steps(self, items: list[StepItem]) -> list[Any]:
         """Batched steps: one call per host; each item's answer or exception."""
+        out, by_host = self._by_host(items)
+        for indexes in by_host.values():  # one call per host (hosts in turn)
+            first = items[indexes[0]][0]
+            try:
+                answers = self._call("steps", first, [items[i] for i in indexes])
+            except UsageError as exc:  # the host's own failure: each item's error
+                answers = [exc] * len(indexes)
+            self._answered(out, indexes, answers)
+        return out
+
+    async def asteps(self, items: list[StepItem]) -> list[Any]:
+        """``steps`` on the event loop, every host's call in flight at once (the
+        hosts step their parts of the batch side by side)."""
+        out, by_host = self._by_host(items)
+
+        async def on_host(indexes: list[int]) -> list[Any]:
+            try:
+                return await self.acall(  # type: ignore[no-any-return]
+                    "steps", items[indexes[0]][0], [items[i] for i in indexes]
+                )
+            except UsageError as exc:  # the host's own failure: each item's error
+                return [exc] * len(indexes)
+
+        groups = list(by_host.values())
+        for indexes, answers in zip(
+            groups, await asyncio.gather(*map(on_host, groups)), strict=True
+        ):
+            self._answered(out, indexes, answers)
+        return out
+
+    def _by_host(self, items: list[StepItem]) -> tuple[list[Any], dict[str, list[int]]]:
+        """A batch's answers so far (Gone for an instance placed nowhere) and the
+        indexes of the others, by host."""
         by_host: dict[str, list[int]] = {}
         out: list[Any] = [None] * len(items)
         for i, item in enumerate(items):
@@ -799,17 +835,13 @@ class RayBackend:
                 out[i] = Gone(item[0])
             else:
                 by_host.setdefault(placed.where, []).append(i)
-        for indexes in by_host.values():  # one call per host (hosts in turn)
-            first = items[indexes[0]][0]
-            try:
-                answers = self._call("steps", first, [items[i] for i in indexes])
-            except UsageError as exc:  # the host's own failure: each item's error
-                answers = [exc] * len(indexes)
-            for i, answer in zip(indexes, answers, strict=True):
-                if isinstance(answer, Gone):
-                    self._drop(answer.instance_id)
-                out[i] = answer
-        return out
+        return out, by_host
+
+    def _answered(self, out: list[Any], indexes: list[int], answers: list[Any]) -> None:
+        for i, answer in zip(indexes, answers, strict=True):
+            if isinstance(answer, Gone):
+                self._drop(answer.instance_id)
+            out[i] = answer
 
     def wire_spaces(self, instance_id: str) -> tuple[gym.Space[Any], gym.Space[Any]]:
         placed = self._placed.get(instance_id)
