@@ -26,10 +26,13 @@ def free_port() -> int:
 class Server:
     """A manage.py server process on a free port, with a keep-alive client."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], own_group: bool = False
+    ) -> None:
         self.port = free_port()
         self.args = [a.replace("{port}", str(self.port)) for a in args]
         self.env = env
+        self.own_group = own_group  # a session and process group of its own
         self.proc: subprocess.Popen[bytes] | None = None
         self.conn: http.client.HTTPConnection | None = None
 
@@ -43,6 +46,7 @@ class Server:
             env=self.env,
             stdout=self.output,
             stderr=subprocess.STDOUT,
+            start_new_session=self.own_group,
         )
         return self
 

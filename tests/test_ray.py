@@ -233,7 +233,8 @@ def fast(path: str, body: Any, binary: bool) -> fastpath.Handler:
         "POST", path, "", data, "testserver", "127.0.0.1", kind, kind
     )
     handler = fastpath.route(req)
-    assert handler is not None and handler.acall is not None, path
+    assert handler is not None, path
+    assert handler.acall is not None, path
     return handler
 
 
@@ -312,7 +313,9 @@ def test_a_batch_on_the_loop_calls_every_host_at_once(
     ray_backend.acall = counted  # type: ignore[method-assign]
     try:
         for t in range(3):
-            steps = [{"instance_id": i, "action": (t + k) % 2} for k, i in enumerate(ids)]
+            steps = [
+                {"instance_id": i, "action": (t + k) % 2} for k, i in enumerate(ids)
+            ]
             steps.insert(2, {"action": 0})  # a bad item: its own error, on the loop
             status, answer = awaited(loop, "/v2/step/", {"steps": steps})
             assert status == 200, answer

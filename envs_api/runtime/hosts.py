@@ -309,6 +309,29 @@ class Host:
         )
 
 
+def _local_ray() -> str:
+    """The address of the Ray running on this machine ("auto" would find it), or
+    ConnectionError when there is none, or when the one last started does not
+    answer (killed, or hung in its shutdown): then a new one is started, where
+    "auto" would wait for the dead one for ever."""
+    try:
+        from ray._private.utils import read_ray_address
+
+        address = read_ray_address()
+    except Exception:  # Ray's own helper moved: let Ray look
+        return "auto"
+    if not address:
+        raise ConnectionError("no Ray is running on this machine")
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except (OSError, ValueError):
+        raise ConnectionError(
+            f"the Ray last started on this machine ({address}) does not answer"
+        ) from None
+    return address
+
+
 def _token_auth_if_token() -> None:
     """Ray's clusters take a token by default (``ray start`` saves it in
     ~/.ray/auth_token): with RAY_AUTH_MODE unset and a token at hand, send it, as
@@ -580,7 +603,7 @@ class RayBackend:
             if not ray.is_initialized():
                 env_vars = {"PYTHONPATH": self.config.code} if self.config.code else {}
                 ray.init(
-                    address=self.config.address or "auto",
+                    address=self.config.address or _local_ray(),
                     namespace=self.config.namespace,
                     runtime_env={"env_vars": env_vars},
                     log_to_driver=False,

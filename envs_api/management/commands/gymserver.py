@@ -221,22 +221,43 @@ def _join_ray() -> str:
 
 
 def _start_local_ray() -> str:
-    """``ray start --head`` on this machine (a daemon: it stays when we stop)."""
+    """``ray start --head`` on this machine (a daemon: it stays when we stop), on
+    Ray's usual port when it is free, else on one the system gives (a Redis, which
+    also uses 6379, may hold it); joining it ("auto") finds it on either."""
+    port = _free_port(RAY_PORT)
     argv = [
         sys.executable,
         "-c",
         "from ray.scripts.scripts import main; main()",
         "start",
         "--head",
+        f"--port={port}",
         "--disable-usage-stats",
         "--include-dashboard=false",
         f"--num-cpus={os.cpu_count() or 1}",
     ]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(  # its own session: Ctrl-C or a stop of ours is not its
+        argv, capture_output=True, text=True, timeout=120, start_new_session=True
+    )
     if done.returncode != 0:
         said = (done.stderr or done.stdout).strip().splitlines()[-3:]
         raise CommandError(f"Could not start a local Ray: {' '.join(said)}")
-    return "started a local Ray (stop it with `ray stop`)"
+    return f"started a local Ray on port {port} (stop it with `ray stop`)"
+
+
+RAY_PORT = 6379  # ray start --head's own default
+
+
+def _free_port(wanted: int) -> int:
+    """``wanted`` if nothing listens on it (on any address), else a free port."""
+    for port in (wanted, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise CommandError("Could not start a local Ray: no free port")
 
 
 def _serve_uvicorn(listener: socket.socket, threads: int, workers: int = 1) -> None:
