@@ -7,6 +7,7 @@ machine's running Ray) is the test's, so the machine's own Ray, if any, is left 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -72,8 +73,9 @@ def test_without_an_address_it_starts_a_ray_that_outlives_it(
     env = {**server_env, "GYM_BACKEND": "ray", "RAY_TMPDIR": ray_tmp}
     env.pop("RAY_ADDRESS", None)
     env["GYM_RAY_HOSTS"] = "2"
-    first = Server(["gymserver", "-p", "{port}"], env, own_group=True).start()
+    first = Server(["gymserver", "-p", "{port}"], env, own_group=True)
     try:
+        first.start()
         said = re.search(r"started a local Ray on port (\d+)", first.log())
         assert said, first.log()
         assert int(said[1]) != RAY_PORT
@@ -90,11 +92,13 @@ def test_without_an_address_it_starts_a_ray_that_outlives_it(
             local.step(action)
     finally:
         assert first.proc is not None
-        os.killpg(first.proc.pid, signal.SIGTERM)  # as `timeout` stops its command
+        with contextlib.suppress(ProcessLookupError):  # as `timeout` stops a command
+            os.killpg(first.proc.pid, signal.SIGTERM)
         first.proc.wait(timeout=120)
 
-    second = Server(["gymserver", "-p", "{port}"], env).start()
+    second = Server(["gymserver", "-p", "{port}"], env)
     try:
+        second.start()
         assert "Ray: joined the running cluster" in second.log(), second.log()
         status, answer = second.request(
             "POST", f"/v1/envs/{instance_id}/step/", {"action": 0}
@@ -102,4 +106,5 @@ def test_without_an_address_it_starts_a_ray_that_outlives_it(
         assert status == 200, answer
         assert np.allclose(answer["observation"], local.step(0)[0])  # live all along
     finally:
-        second.stop(120)
+        if second.proc is not None:
+            second.stop(120)
