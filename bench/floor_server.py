@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from collections.abc import Callable
 
 BODY = (
     b'{"observation":[0.013235742226243019,-0.21745604276657104,'
@@ -79,14 +80,19 @@ def parse_head(head: bytes) -> tuple[int, bool]:
     return length, close
 
 
-async def serve(host: str, port: int) -> None:
-    """Serve until SIGTERM or SIGINT."""
+async def serve(
+    host: str,
+    port: int,
+    protocol: Callable[[], asyncio.BaseProtocol] = FloorProtocol,
+    name: str = f"floor ({len(BODY)}-byte body)",
+) -> None:
+    """Serve ``protocol`` until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set_result, None)
-    server = await loop.create_server(FloorProtocol, host, port, reuse_address=True)
-    print(f"floor serving on http://{host}:{port}/ ({len(BODY)}-byte body)", flush=True)
+    server = await loop.create_server(protocol, host, port, reuse_address=True)
+    print(f"{name} serving on http://{host}:{port}/", flush=True)
     async with server:
         await stop
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from floor_server import MAX_HEAD, parse_head  # noqa: E402
+from floor_server import MAX_HEAD, parse_head, serve  # noqa: E402
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/msgpack\r\nContent-Length: %d\r\n\r\n"
 
@@ -76,17 +75,6 @@ class VectorFloor(asyncio.Protocol):
                 self.transport.close()
 
 
-async def serve(host: str, port: int) -> None:
-    loop = asyncio.get_running_loop()
-    stop = loop.create_future()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set_result, None)
-    server = await loop.create_server(VectorFloor, host, port, reuse_address=True)
-    print(f"vector floor serving on http://{host}:{port}/", flush=True)
-    async with server:
-        await stop
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-l", "--listen", default="127.0.0.1")
@@ -98,12 +86,13 @@ def main() -> None:
     env.reset(seed=0)
     VectorFloor.env = env
     VectorFloor.actions = np.zeros(args.num_envs, np.int64)
+    serving = serve(args.listen, args.port, VectorFloor, "vector floor")
     try:
         import uvloop  # gymserver's loop (requirements.txt)
     except ImportError:
-        asyncio.run(serve(args.listen, args.port))
+        asyncio.run(serving)
     else:
-        uvloop.run(serve(args.listen, args.port))
+        uvloop.run(serving)
 
 
 if __name__ == "__main__":
