@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import signal
 from collections.abc import Callable
+from typing import Any
 
 BODY = (
     b'{"observation":[0.013235742226243019,-0.21745604276657104,'
@@ -33,11 +34,14 @@ MAX_HEAD = 64 * 1024
 class FloorProtocol(asyncio.Protocol):
     """Answer each complete request on the connection with RESPONSE."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: Any) -> None:  # uvloop's is not asyncio's
         """Start with an empty buffer."""
-        assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.buffer = bytearray()
+
+    def response(self) -> bytes:
+        """The answer to one request."""
+        return RESPONSE
 
     def data_received(self, data: bytes) -> None:
         """Answer every complete request in the buffer (pipelining included)."""
@@ -56,7 +60,7 @@ class FloorProtocol(asyncio.Protocol):
             if len(self.buffer) < total:
                 return
             del self.buffer[:total]
-            self.transport.write(RESPONSE)
+            self.transport.write(self.response())
             if close:
                 self.transport.close()
                 return

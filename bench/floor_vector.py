@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from floor_server import MAX_HEAD, parse_head, serve  # noqa: E402
+from floor_server import FloorProtocol, serve  # noqa: E402
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/msgpack\r\nContent-Length: %d\r\n\r\n"
 
@@ -35,44 +35,24 @@ def _tensor(arr: np.ndarray[Any, Any]) -> dict[str, Any]:
     return {"dtype": arr.dtype.str, "shape": list(arr.shape), "data": arr.tobytes()}
 
 
-class VectorFloor(asyncio.Protocol):
-    """Answer each complete request on the connection with one step of ``ENV``."""
+class VectorFloor(FloorProtocol):
+    """Answer each complete request on the connection with one step of ``env``."""
 
     env: Any = None
     actions: Any = None
 
-    def connection_made(self, transport: Any) -> None:  # uvloop's is not asyncio's
-        self.transport = transport
-        self.buffer = bytearray()
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self.buffer) > MAX_HEAD:
-                    self.transport.close()
-                return
-            length, close = parse_head(bytes(self.buffer[:end]))
-            total = end + 4 + length
-            if length < 0 or len(self.buffer) < total:
-                if length < 0:
-                    self.transport.close()
-                return
-            del self.buffer[:total]
-            obs, rewards, terminated, truncated, _ = self.env.step(self.actions)
-            body = msgpack.packb(
-                {
-                    "observation": _tensor(obs),
-                    "reward": _tensor(rewards),
-                    "terminated": _tensor(terminated),
-                    "truncated": _tensor(truncated),
-                    "info": {},
-                }
-            )
-            self.transport.write(HEAD % len(body) + body)
-            if close:
-                self.transport.close()
+    def response(self) -> bytes:
+        obs, rewards, terminated, truncated, _ = self.env.step(self.actions)
+        body = msgpack.packb(
+            {
+                "observation": _tensor(obs),
+                "reward": _tensor(rewards),
+                "terminated": _tensor(terminated),
+                "truncated": _tensor(truncated),
+                "info": {},
+            }
+        )
+        return bytes(HEAD % len(body) + body)
 
 
 def main() -> None:
