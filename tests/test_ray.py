@@ -287,6 +287,19 @@ def test_v2_steps_and_resets_are_awaited_on_the_loop_and_exact(
     status, answer = awaited(loop, f"/v2/envs/{single_id}/step/", {"action": 5})
     assert status == 400
     assert answer == {"message": "Action 5 is not in Discrete(2)"}
+    # a body that is not msgpack: a 400 with its message, never the loop's 500
+    kind = "application/msgpack"
+    for route in ("step", "reset"):
+        req = fastpath.Request(
+            "POST", f"/v2/envs/{single_id}/{route}/", "", b"\xc1", "testserver",
+            "127.0.0.1", kind, kind,
+        )  # fmt: skip
+        handler = fastpath.route(req)
+        assert handler is not None
+        assert handler.acall is not None
+        answer = loop.run_until_complete(handler.acall())
+        assert answer.status == 400
+        assert "msgpack" in msgpack.unpackb(answer.body)["message"]
 
 
 def test_a_batch_on_the_loop_calls_every_host_at_once(
