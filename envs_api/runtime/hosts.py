@@ -66,9 +66,8 @@ from envs_api.runtime.errors import (
 from envs_api.runtime.isolation import DEFAULT_TIMEOUT
 
 log = logging.getLogger(__name__)
-StepItem = tuple[
-    str, Any, bool, int | None, bool
-]  # a batch's: id, action, render, seq, raw
+# one step of a batch, as a host takes it: instance id, action, render, seq, raw
+StepItem = tuple[str, Any, bool, int | None, bool]
 JSONDict = dict[str, Any]
 
 
