@@ -134,7 +134,10 @@ def route(req: Request) -> Handler | None:
         route=name,
         acall=None
         if remote is None
-        else lambda: _aanswer(target.route, remote, user, instance_id, req.body),
+        else lambda: _awaited(
+            functools.partial(_answer, target.route),
+            lambda: remote(user, instance_id, req.body),
+        ),
     )
 
 
@@ -230,19 +233,11 @@ def _v2_handler(
     if not services.REMOTE:
         return Handler(call, conf.journal_waits, route=route)
     return Handler(
-        call, conf.journal_waits, route=route, acall=lambda: _av2_answer(binary, acall)
+        call,
+        conf.journal_waits,
+        route=route,
+        acall=lambda: _awaited(functools.partial(_v2_answer, binary), acall),
     )
-
-
-async def _av2_answer(binary: bool, call: Callable[[], Awaitable[Any]]) -> Answer:
-    """``_v2_answer`` awaiting the use case (NotOnTheLoop goes up: a thread's job)."""
-    try:
-        data = await call()
-    except services.NotOnTheLoop:
-        raise
-    except Exception as exc:
-        return _v2_answer(binary, _raise, exc)
-    return Answer(200, list(_v2_headers(binary)), v2_wire.dumps(data, binary))
 
 
 def _v2_answer(binary: bool, call: Callable[..., Any], *args: Any) -> Answer:
@@ -316,17 +311,18 @@ async def _asample(user: Any, instance_id: str, body: bytes) -> Any:
 _AUSES = {"step": _astep, "reset": _areset, "action_space_sample": _asample}
 
 
-async def _aanswer(
-    route: protocol.Route, call: Callable[..., Awaitable[Any]], *args: Any
+async def _awaited(
+    answer: Callable[..., Answer], call: Callable[[], Awaitable[Any]]
 ) -> Answer:
-    """``_answer`` awaiting the use case (NotOnTheLoop goes up: a thread's job)."""
+    """``answer`` (``_answer`` or ``_v2_answer`` with its route or encoding) of a use
+    case awaited on the loop (NotOnTheLoop goes up: a thread's job)."""
     try:
-        data = await call(*args)
+        data = await call()
     except services.NotOnTheLoop:
         raise
     except Exception as exc:
-        return _answer(route, _raise, exc)
-    return Answer(200, list(_headers(route)), protocol.dumps(data))
+        return answer(_raise, exc)
+    return answer(lambda: data)
 
 
 def _raise(exc: Exception) -> Any:

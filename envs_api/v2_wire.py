@@ -178,9 +178,6 @@ async def abatch(
 ) -> dict[str, Any]:
     """``batch`` on Ray's hosts, on the event loop: the hosts' calls at once
     (services.NotOnTheLoop, before any step, when an instance is not held here)."""
-    for item in items:
-        if item.error is None:
-            services.held_wire_spaces(user, item.instance_id)
     results, todo = _batch_todo(user, items, binary_in, services.held_wire_spaces)
     answers = await services.asteps(
         user, [(instance_id, args) for _, instance_id, args in todo]
@@ -213,6 +210,8 @@ def _batch_todo(
             if binary_in:
                 args = _decoded_args(spaces_of(user, item.instance_id)[0], args)
             todo.append((i, item.instance_id, args))
+        except services.NotOnTheLoop:  # not an item's error: the batch's, in a thread
+            raise
         except Exception as exc:
             results[i] = _item_error(item.instance_id, exc)
     return results, todo
